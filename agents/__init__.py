@@ -1,0 +1,1 @@
+"""Agents: the humans and AI models that answer conversations."""

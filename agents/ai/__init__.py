@@ -1,0 +1,1 @@
+"""AI agent backends. They work on plain data and never import conversations."""

@@ -1,0 +1,44 @@
+"""Start everything under one supervisor: embedded Redis (when REDIS_URL is unset), then the
+web process, a Celery worker and Celery beat from the Procfile via honcho. Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from config import embedded_redis
+
+
+class Command(BaseCommand):
+    help = "Run the web process, a Celery worker and Celery beat (and a private Redis if needed)."
+
+    def handle(self, *args, **options) -> None:
+        host = os.environ.get("HOST", "127.0.0.1")
+        port = os.environ.get("PORT", "8000")
+        redis_process = None
+        if settings.REDIS_EMBEDDED:
+            redis_process = embedded_redis.start(settings.REDIS_SOCKET)
+            self.stdout.write(f"Embedded Redis listening on {settings.REDIS_SOCKET}")
+        base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
+        self.stdout.write(self.style.SUCCESS(
+            f"\nSwitchboard is starting.\n  Console: {base}/\n  Admin:   {base}/admin/\n"
+            f"  Health:  {base}/healthz\nPress Ctrl-C to stop.\n"
+        ))
+        env = {**os.environ, "HOST": host, "PORT": port, "PYTHON": sys.executable}
+        honcho = subprocess.Popen(
+            [sys.executable, "-m", "honcho", "start", "-f", str(settings.BASE_DIR / "Procfile")],
+            cwd=settings.BASE_DIR, env=env,
+        )
+        try:
+            honcho.wait()
+        except KeyboardInterrupt:
+            # The terminal sent SIGINT to the whole group; honcho stops its children itself.
+            honcho.send_signal(signal.SIGINT)
+            honcho.wait()
+        finally:
+            embedded_redis.stop(redis_process)

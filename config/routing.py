@@ -1,0 +1,7 @@
+"""Websocket URL routes."""
+
+from django.urls import path
+
+from conversations.consumers import ConsoleConsumer
+
+websocket_urlpatterns = [path("ws/console/", ConsoleConsumer.as_asgi())]

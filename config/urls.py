@@ -1,0 +1,15 @@
+"""URL configuration."""
+
+from django.contrib import admin
+from django.urls import path
+
+from config.health import healthz
+
+admin.site.site_header = "Switchboard"
+admin.site.site_title = "Switchboard admin"
+admin.site.index_title = "Mailboxes, departments and agents"
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]

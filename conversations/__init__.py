@@ -1,0 +1,1 @@
+"""Conversations: contacts, threads and messages; ingest, threading, routing, replies, events."""

@@ -1,0 +1,1 @@
+"""Departments: who works a mailbox, its routing strategy and capacity rules."""

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite needs, when they are missing.
+set -euo pipefail
+
+need=()
+command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd dovecot-core)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "The tests need these Debian packages: ${need[*]}" >&2
+  echo "Install them as root:  sudo apt-get install -y ${need[*]}" >&2
+  exit 1
+fi
+echo "Installing ${need[*]} ..."
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# policy-rc.d keeps the package from starting a system-wide Dovecot: tests run their own.
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
