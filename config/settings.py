@@ -134,7 +134,12 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("CELERY_WORKER_MAX_MEMORY_KB", 512_000)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-CELERY_BEAT_SCHEDULE: dict = {}  # filled by the apps that own periodic work (see conversations.apps)
+CELERY_BEAT_SCHEDULE = {
+    # Enqueues a poll for each active inbox whose interval has elapsed.
+    "poll-due-inboxes": {"task": "conversations.poll_due_inboxes", "schedule": env_int("POLL_TICK_SECONDS", 10)},
+    # Sends queued replies whose time has come and requeues those a crashed worker left behind.
+    "sweep-deliveries": {"task": "conversations.sweep_deliveries", "schedule": env_int("SWEEP_TICK_SECONDS", 30)},
+}
 
 # ---------------------------------------------------------------------------
 # Secrets at rest. FIELD_ENCRYPTION_KEYS: comma-separated Fernet keys, newest first.

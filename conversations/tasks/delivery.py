@@ -1,0 +1,1 @@
+"""Tasks that deliver outgoing messages."""

@@ -1,0 +1,1 @@
+"""Tasks that poll inboxes (incoming mail)."""

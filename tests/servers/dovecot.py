@@ -1,0 +1,1 @@
+"""A real Dovecot IMAP server on loopback for tests (fixtures)."""

@@ -1,0 +1,1 @@
+"""A real aiosmtpd SMTP server on loopback for tests (fixtures)."""
