@@ -11,7 +11,8 @@ def test_tasks_are_json_and_acknowledged_late():
     assert conf.accept_content == ["json"]
     assert conf.task_acks_late is True
     assert conf.task_reject_on_worker_lost is True
-    assert conf.task_time_limit and conf.task_soft_time_limit
+    assert conf.task_time_limit
+    assert conf.task_soft_time_limit
 
 
 def test_a_real_worker_answers_over_redis(celery_worker_factory):
