@@ -1,0 +1,383 @@
+"""Raw RFC 5322 bytes to a plain ParsedEmail: headers, bodies, attachments, flags. No database.
+
+The stdlib parser runs with the compat32 policy: it never raises on bad headers (policy.default
+parses structured headers lazily and some malformed ones raise on access), and we decode
+headers ourselves (conversations.charsets) so that every charset and mislabel is handled the
+same way in headers and bodies. Everything is bounded; what goes over a bound, or had to be
+repaired, is written to `problems` instead of raising.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.message import Message as MimeMessage
+from email.parser import BytesParser
+
+from conversations.automatic import automatic_reason
+from conversations.charsets import clean_header, clean_text, decode_bytes, header_str
+from conversations.sanitize import html_to_text, sanitize_html
+
+# Bounds. A single header field (a folded References can be long, 1 MB is not mail) and the
+# whole top-level header block; MIME nesting and the number of parts read.
+MAX_HEADER_FIELD_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 512 * 1024
+MAX_MIME_DEPTH = 32
+MAX_PARTS = 500
+MAX_REFERENCES = 100
+MAX_MESSAGE_ID_LENGTH = 900
+MAX_FILENAME_LENGTH = 255
+
+# Headers that make a message what it is. Trace headers added on delivery (Received,
+# Delivered-To, Return-Path, X-*) are left out, so one message saved twice hashes the same.
+_IDENTITY_HEADERS = (
+    "from", "sender", "to", "cc", "subject", "date", "message-id", "in-reply-to", "references",
+    "mime-version", "content-type", "content-transfer-encoding",
+)
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_FIELD_START = re.compile(rb"(?m)^(?=[^ \t\r\n])")
+_ANGLE_ID = re.compile(r"<([^<>\s]+)>")
+_REPLY_PREFIX = re.compile(r"^\s*((re|fwd?|aw|sv|vs|antw|wg|tr|rif|r)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
+
+
+@dataclass
+class ParsedPart:
+    """An attachment or inline part. `filename` is the sender's name for it: data, never a path."""
+
+    filename: str
+    content_type: str
+    payload: bytes
+    content_id: str = ""
+    inline: bool = False
+
+
+@dataclass
+class ParsedEmail:
+    message_id: str | None
+    in_reply_to: list[str]
+    references: list[str]
+    from_name: str
+    from_address: str
+    to: list[dict[str, str]]
+    cc: list[dict[str, str]]
+    bcc: list[dict[str, str]]
+    reply_to: list[dict[str, str]]
+    subject: str
+    date: datetime | None
+    text: str
+    html: str
+    attachments: list[ParsedPart]
+    is_automatic: bool
+    automatic_reason: str
+    content_hash: str
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def thread_ids(self) -> list[str]:
+        """Ids this message answers, the most telling first: In-Reply-To, then References newest first."""
+        seen: dict[str, None] = {}
+        for value in [*self.in_reply_to, *reversed(self.references)]:
+            seen.setdefault(value, None)
+        return list(seen)
+
+
+def split_head(raw: bytes) -> tuple[bytes, bytes]:
+    """The top-level header block and the body; a message without a blank line is all header."""
+    match = _HEAD_END.search(raw)
+    if match is None:
+        return raw, b""
+    return raw[:match.start()], raw[match.end():]
+
+
+def _fields(head: bytes) -> list[bytes]:
+    return [f for f in _FIELD_START.split(head) if f.strip()]
+
+
+def bound_headers(raw: bytes) -> tuple[bytes, list[str]]:
+    """Cut over-long header fields and drop fields past the block limit, before the parser sees them."""
+    head, body = split_head(raw)
+    if len(head) <= MAX_HEADER_FIELD_BYTES:
+        return raw, []
+    problems: list[str] = []
+    kept: list[bytes] = []
+    total = 0
+    for item in _fields(head):
+        name = item.split(b":", 1)[0][:60].decode("ascii", errors="replace")
+        if len(item) > MAX_HEADER_FIELD_BYTES:
+            problems.append(f"The {name} header was {len(item):,} bytes; only the first "
+                            f"{MAX_HEADER_FIELD_BYTES // 1024} KB were read.")
+            item = item[:MAX_HEADER_FIELD_BYTES].rstrip(b"\r\n") + b"\r\n"
+        if total + len(item) > MAX_HEADER_BYTES:
+            problems.append(f"The header block is over {MAX_HEADER_BYTES // 1024} KB; later headers were ignored.")
+            break
+        total += len(item)
+        kept.append(item if item.endswith(b"\n") else item + b"\r\n")
+    return b"".join(kept) + b"\r\n" + body, problems
+
+
+def content_hash(raw: bytes) -> str:
+    """SHA-256 of what makes the message itself: identity headers and the body, line ends normalised."""
+    head, body = split_head(raw)
+    digest = hashlib.sha256()
+    for item in _fields(head):
+        name, _, value = item.partition(b":")
+        name = name.strip().lower()
+        if name.decode("ascii", errors="replace") in _IDENTITY_HEADERS:
+            digest.update(name + b":" + b" ".join(value.split()) + b"\n")
+    digest.update(b"\n")
+    digest.update(body.replace(b"\r\n", b"\n").rstrip())
+    return digest.hexdigest()
+
+
+class _Headers:
+    """Decoded access to a parsed message's headers, with the problems decoding met."""
+
+    def __init__(self, mime: MimeMessage, problems: list[str]) -> None:
+        self._values: dict[str, list[str]] = {}
+        for name, value in mime.raw_items():
+            self._values.setdefault(name.strip().lower(), []).append(str(value))
+        self._problems = problems
+
+    def raw(self, name: str) -> str | None:
+        values = self._values.get(name.lower())
+        return values[0] if values else None
+
+    def text(self, name: str) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        text, problems = header_str(value)
+        self._problems.extend(problems)
+        return clean_header(text)
+
+    def addresses(self, *names: str) -> list[dict[str, str]]:
+        found: list[dict[str, str]] = []
+        for name in names:
+            for value in self._values.get(name.lower(), []):
+                found.extend(self._parse_addresses(name, value))
+        return found
+
+    def _parse_addresses(self, name: str, value: str) -> list[dict[str, str]]:
+        # Split addresses before decoding: a decoded name may hold the commas and quotes
+        # that the encoded form hid from the address parser.
+        unfolded = re.sub(r"\r?\n(?=[ \t])", "", value)
+        result = []
+        for display, address in email.utils.getaddresses([unfolded]):
+            address_text = clean_header(header_str(address)[0]).strip("<>").strip()
+            if "@" not in address_text or " " in address_text:
+                if address_text or display:
+                    self._problems.append(f"The {name} header holds something that is not an address.")
+                continue
+            display_text, problems = header_str(display)
+            self._problems.extend(problems)
+            result.append({"name": clean_header(display_text)[:255], "address": address_text[:320]})
+        return result
+
+
+def _message_id(value: str | None) -> str | None:
+    if not value:
+        return None
+    match = _ANGLE_ID.search(value)
+    candidate = match.group(1) if match else value.strip()
+    if not candidate or any(ch.isspace() for ch in candidate):
+        return None
+    return clean_header(candidate) or None
+
+
+def _id_list(value: str | None) -> list[str]:
+    if not value:
+        return []
+    ids = _ANGLE_ID.findall(value) or value.split()
+    cleaned = [clean_header(i) for i in ids if len(i) <= MAX_MESSAGE_ID_LENGTH]
+    return [i for i in cleaned if i][-MAX_REFERENCES:]
+
+
+def _date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def strip_reply_prefix(subject: str) -> str:
+    """The subject without Re:/Fwd:/AW:… prefixes, for naming a new conversation."""
+    return _REPLY_PREFIX.sub("", subject).strip()
+
+
+def parse_email(raw: bytes, *, own_addresses: frozenset[str] = frozenset(), headers_only: bool = False) -> ParsedEmail:
+    """Parse raw bytes. Never raises on content: what was wrong is listed in `problems`.
+
+    `headers_only` reads the headers and no body (a message too large to download).
+    `own_addresses` are our inboxes' addresses, lower-cased, for recognising our own mail.
+    """
+    bounded, problems = bound_headers(raw)
+    parser = BytesParser(policy=policy.compat32)
+    try:
+        mime = parser.parsebytes(bounded, headersonly=headers_only)
+        nested_too_deep = False
+    except RecursionError:
+        mime = parser.parsebytes(bounded, headersonly=True)
+        nested_too_deep = True
+        problems.append("The MIME structure is nested too deeply to read; the body is shown as raw text.")
+    headers = _Headers(mime, problems)
+
+    header_message_id = headers.raw("Message-ID")
+    message_id = _message_id(header_message_id)
+    if header_message_id is not None and message_id is None:
+        problems.append("The Message-ID header is not a valid id.")
+    elif message_id and len(message_id) > MAX_MESSAGE_ID_LENGTH:
+        problems.append("The Message-ID header is too long to be an id.")
+        message_id = None
+
+    senders = headers.addresses("From") or headers.addresses("Sender") or headers.addresses("Reply-To")
+    sender = senders[0] if senders else {"name": "", "address": ""}
+    if not senders:
+        problems.append("The message has no sender address.")
+
+    if headers_only:
+        text, html, attachments = "", "", []
+    else:
+        text, html, attachments = read_body(mime, problems, raw_text=nested_too_deep)
+    content_type = mime.get_content_type()
+    reason = automatic_reason(
+        headers.text, content_type=content_type, from_address=sender["address"], own_addresses=own_addresses
+    )
+    subject = headers.text("Subject") or ""
+    return ParsedEmail(
+        message_id=message_id,
+        in_reply_to=_id_list(headers.raw("In-Reply-To")),
+        references=_id_list(headers.raw("References")),
+        from_name=sender["name"],
+        from_address=sender["address"],
+        to=headers.addresses("To"),
+        cc=headers.addresses("Cc"),
+        bcc=headers.addresses("Bcc"),
+        reply_to=headers.addresses("Reply-To"),
+        subject=subject[:998],
+        date=_date(headers.text("Date")),
+        text=clean_text(text),
+        html=sanitize_html(html) if html else "",
+        attachments=attachments,
+        is_automatic=bool(reason),
+        automatic_reason=reason[:255],
+        content_hash=content_hash(raw),
+        problems=list(dict.fromkeys(problems)),
+    )
+
+
+def _filename(part: MimeMessage, problems: list[str]) -> str:
+    try:
+        value = part.get_filename()
+    except (ValueError, LookupError, UnicodeError, TypeError):
+        value = None
+        problems.append("An attachment's file name could not be read.")
+    if not value:
+        return ""
+    text, more = header_str(str(value))  # Outlook puts RFC 2047 words in file names
+    problems.extend(more)
+    name = clean_header(text)
+    if len(name) > MAX_FILENAME_LENGTH:
+        # Keep the extension: it is what tells the agent what the file is.
+        _stem, dot, extension = name.rpartition(".")
+        extension = extension if dot and len(extension) <= 16 else ""
+        name = name[: MAX_FILENAME_LENGTH - len(extension) - 1] + ("." + extension if extension else "")
+    return name
+
+
+def _embedded_message_bytes(part: MimeMessage, problems: list[str]) -> bytes:
+    payload = part.get_payload()
+    try:
+        if isinstance(payload, list):
+            return b"\n".join(sub.as_bytes(policy=policy.compat32) for sub in payload)
+        return part.get_payload(decode=True) or b""
+    except (ValueError, LookupError, UnicodeError, TypeError, AttributeError):
+        problems.append("A forwarded message could not be re-serialised; its text was kept.")
+        return str(payload).encode("utf-8", errors="replace")
+
+
+def _payload(part: MimeMessage, problems: list[str]) -> bytes:
+    try:
+        return part.get_payload(decode=True) or b""
+    except (ValueError, LookupError, UnicodeError, TypeError):
+        problems.append("A part's transfer encoding is broken; its raw bytes were kept.")
+        raw = part.get_payload()
+        return raw.encode("ascii", errors="surrogateescape") if isinstance(raw, str) else b""
+
+
+def _content_id(part: MimeMessage) -> str:
+    value = part.get("Content-ID")
+    return clean_header(str(value)).strip("<>").strip()[:998] if value else ""
+
+
+def _defects(part: MimeMessage, problems: list[str]) -> None:
+    for defect in getattr(part, "defects", []):
+        problems.append(f"MIME damage repaired: {type(defect).__name__}.")
+
+
+def read_body(
+    mime: MimeMessage, problems: list[str], *, raw_text: bool = False
+) -> tuple[str, str, list[ParsedPart]]:
+    """Walk the MIME tree (iteratively, bounded) into text, raw HTML and attachments."""
+    if raw_text:
+        body = mime.get_payload()
+        data = body.encode("ascii", errors="surrogateescape") if isinstance(body, str) else b""
+        return decode_part_text(data, "utf-8", problems), "", []
+    texts: list[str] = []
+    htmls: list[str] = []
+    attachments: list[ParsedPart] = []
+    stack: list[tuple[MimeMessage, int]] = [(mime, 0)]
+    seen = 0
+    while stack:
+        part, depth = stack.pop()
+        seen += 1
+        if seen > MAX_PARTS:
+            problems.append(f"The message has more than {MAX_PARTS} MIME parts; the rest were not read.")
+            break
+        _defects(part, problems)
+        content_type = part.get_content_type()
+        disposition = part.get_content_disposition()
+        filename = _filename(part, problems)
+        if content_type.startswith("message/") and part is not mime:
+            # Forwarded mail, delivery reports: kept whole, as attachments.
+            name = filename or ("forwarded-message.eml" if content_type == "message/rfc822" else "")
+            attachments.append(ParsedPart(name, content_type, _embedded_message_bytes(part, problems)))
+            continue
+        if part.is_multipart():
+            if depth >= MAX_MIME_DEPTH:
+                problems.append(f"MIME parts nested deeper than {MAX_MIME_DEPTH} levels were not read.")
+                continue
+            stack.extend((child, depth + 1) for child in reversed(part.get_payload()))
+            continue
+        payload = _payload(part, problems)
+        is_body = content_type in {"text/plain", "text/html"} and disposition != "attachment" and not filename
+        if is_body:
+            text = decode_part_text(payload, part.get_content_charset(), problems)
+            (texts if content_type == "text/plain" else htmls).append(text)
+            continue
+        if not payload and not filename:
+            continue
+        content_id = _content_id(part)
+        inline = disposition == "inline" or (disposition is None and bool(content_id))
+        attachments.append(ParsedPart(filename, content_type[:255], payload, content_id, inline))
+    html = "\n".join(htmls)
+    text = "\n\n".join(t.strip("\r\n") for t in texts) if texts else text_from_html(html)
+    return text, html, attachments
+
+
+def text_from_html(html: str) -> str:
+    """Plain text for a message that only has HTML (previews and search need text)."""
+    return html_to_text(html) if html else ""
+
+
+def decode_part_text(payload: bytes, charset: str | None, problems: list[str]) -> str:
+    text, problem = decode_bytes(payload, charset)
+    if problem:
+        problems.append(problem)
+    return text
