@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin
 
 from agents.models import Agent
@@ -6,6 +7,7 @@ from config.admin_forms import SecretFieldsForm
 
 class AgentForm(SecretFieldsForm):
     secret_fields = ("ai_api_key",)
+    ai_base_url = forms.URLField(required=False, assume_scheme="https", label="AI base URL")
 
     class Meta:
         model = Agent

@@ -179,6 +179,10 @@ IMAP_TIMEOUT = env_int("IMAP_TIMEOUT", 30)
 SMTP_TIMEOUT = env_int("SMTP_TIMEOUT", 60)
 REOPEN_WINDOW_DAYS = env_int("REOPEN_WINDOW_DAYS", 14)
 DELIVERY_GIVE_UP_SECONDS = env_int("DELIVERY_GIVE_UP_SECONDS", 24 * 3600)
+# Outgoing retries back off exponentially from this many seconds (with jitter), capped at an hour.
+DELIVERY_RETRY_BASE_SECONDS = env_int("DELIVERY_RETRY_BASE_SECONDS", 30)
+# A CA file (PEM) the SMTP transport trusts besides the system store, e.g. a private mail server's CA.
+SMTP_CA_FILE = env_str("SMTP_CA_FILE")
 # Anymail ESP settings, when an inbox sends through an email service (see README).
 ANYMAIL = {
     key.removeprefix("ANYMAIL_"): value
@@ -207,7 +211,6 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
-FORMS_URLFIELD_ASSUME_HTTPS = True
 
 LOGGING = {
     "version": 1,

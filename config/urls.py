@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.urls import path
+from django.views.generic import RedirectView
 
 from config.health import healthz
 
@@ -12,4 +13,6 @@ admin.site.index_title = "Mailboxes, departments and agents"
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    # The agent console is its own issue; until it lands, the front door is the admin.
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]

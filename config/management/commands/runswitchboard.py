@@ -26,19 +26,27 @@ class Command(BaseCommand):
             self.stdout.write(f"Embedded Redis listening on {settings.REDIS_SOCKET}")
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
         self.stdout.write(self.style.SUCCESS(
-            f"\nSwitchboard is starting.\n  Console: {base}/\n  Admin:   {base}/admin/\n"
-            f"  Health:  {base}/healthz\nPress Ctrl-C to stop.\n"
+            f"\nSwitchboard is starting.\n  Admin:     {base}/admin/\n"
+            f"  Console:   {base}/  (websocket {base.replace('http', 'ws', 1)}/ws/console/)\n"
+            f"  Health:    {base}/healthz\nPress Ctrl-C to stop.\n"
         ))
         env = {**os.environ, "HOST": host, "PORT": port, "PYTHON": sys.executable}
         honcho = subprocess.Popen(
             [sys.executable, "-m", "honcho", "start", "-f", str(settings.BASE_DIR / "Procfile")],
             cwd=settings.BASE_DIR, env=env,
         )
+
+        def forward(signum: int, frame: object) -> None:
+            # A terminal's Ctrl-C reaches the whole group already; a service manager's SIGTERM
+            # reaches only us, so pass it on and let honcho stop its children.
+            if honcho.poll() is None:
+                honcho.send_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, lambda signum, frame: None)
         try:
-            honcho.wait()
-        except KeyboardInterrupt:
-            # The terminal sent SIGINT to the whole group; honcho stops its children itself.
-            honcho.send_signal(signal.SIGINT)
             honcho.wait()
         finally:
             embedded_redis.stop(redis_process)
+        if honcho.returncode not in (0, -signal.SIGTERM, -signal.SIGINT, 130, 143):
+            raise SystemExit(honcho.returncode)
