@@ -1,0 +1,295 @@
+"""SMTP (and email-service) transport for one inbox: connect, secure, log in, send, classify failures.
+
+It knows nothing of conversations. Errors come in three kinds, because they call for three
+different responses from whoever sends:
+
+- `TransientError`: nothing was handed over (refused connection, timeout, TLS failure, 4xx);
+  trying again later is safe.
+- `PermanentError`: the server said no (5xx, every recipient refused); trying again won't help.
+- `DataSentNoAnswer`: the data went out and no answer came after the final dot. The server may
+  have the message, so resending blindly could deliver it twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import smtplib
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from email.message import Message as MIMEMessage
+from typing import Any
+
+from django.conf import settings
+
+from inboxes.models import AuthMethod, Inbox, Security
+
+# A reused connection idle longer than this is replaced: servers drop idle clients (RFC 5321
+# allows 5 minutes, many cut sooner) and a dead socket would cost a failed attempt.
+POOL_IDLE_SECONDS = 20.0
+
+
+class DeliveryError(Exception):
+    """A send that did not succeed; `code` and `reply` are the server's words when it gave any."""
+
+    def __init__(self, message: str, *, code: int | None = None, reply: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reply = reply
+
+
+class TransientError(DeliveryError):
+    """Nothing was handed over; safe to try again later."""
+
+
+class TLSError(TransientError):
+    """The connection could not be secured (no STARTTLS offered, a bad certificate, a failed handshake)."""
+
+
+class PermanentError(DeliveryError):
+    """The server refused the message; trying again will not help."""
+
+
+class DataSentNoAnswer(DeliveryError):
+    """The data was handed over and no answer came back: the server may have the message."""
+
+
+@dataclass
+class SendResult:
+    reply: str
+    refused: dict[str, str] = field(default_factory=dict)  # recipients refused while others were taken
+
+
+# ---------------------------------------------------------------------------
+# Connections
+# ---------------------------------------------------------------------------
+def tls_context(verify: bool) -> ssl.SSLContext:
+    """Verification is on unless the inbox opted out; SMTP_CA_FILE adds a CA to trust."""
+    if not verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=getattr(settings, "SMTP_CA_FILE", "") or None)
+
+
+class _Tracking:
+    """Knows whether the message data has started to go out, and keeps the reply to it.
+
+    smtplib's `data()` sends the DATA command as text, then the (dot-stuffed) message as bytes:
+    the first bytes sent inside `data()` are the moment the server may start to have the message.
+    """
+
+    before_data: Callable[[], None] | None = None
+    data_handed_over = False
+    last_reply = ""
+    _in_data = False
+
+    def data(self, msg: bytes | str) -> tuple[int, bytes]:
+        self._in_data = True
+        try:
+            code, reply = super().data(msg)  # type: ignore[misc]
+        finally:
+            self._in_data = False
+        self.last_reply = f"{code} {reply.decode(errors='replace')}"
+        return code, reply
+
+    def send(self, s: bytes | str) -> None:
+        if self._in_data and isinstance(s, bytes) and not self.data_handed_over:
+            if self.before_data is not None:
+                self.before_data()
+            self.data_handed_over = True
+        super().send(s)  # type: ignore[misc]
+
+
+class _SMTP(_Tracking, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_Tracking, smtplib.SMTP_SSL):
+    pass
+
+
+def _connect(inbox: Inbox, timeout: float) -> smtplib.SMTP:
+    host, port = inbox.smtp_host, inbox.smtp_port
+    try:
+        if inbox.smtp_security == Security.IMPLICIT_TLS:
+            client: smtplib.SMTP = _SMTP_SSL(host, port, timeout=timeout,
+                                             context=tls_context(inbox.smtp_verify_cert))
+        else:
+            client = _SMTP(host, port, timeout=timeout)
+        client.ehlo()
+        if inbox.smtp_security == Security.STARTTLS:
+            if not client.has_extn("starttls"):
+                client.close()
+                raise TLSError(f"{host}:{port} does not offer STARTTLS; refusing to continue in plaintext.")
+            client.starttls(context=tls_context(inbox.smtp_verify_cert))
+            client.ehlo()
+        _login(client, inbox)
+    except DeliveryError:
+        raise
+    except Exception as exc:
+        raise _classify(exc, handed_over=False) from exc
+    return client
+
+
+def _login(client: smtplib.SMTP, inbox: Inbox) -> None:
+    if not inbox.smtp_username:
+        return
+    if inbox.auth_method in (AuthMethod.MICROSOFT, AuthMethod.GOOGLE):
+        # XOAUTH2 with the access token the OAuth flow keeps fresh on the inbox.
+        token = f"user={inbox.smtp_username}\x01auth=Bearer {inbox.oauth_access_token}\x01\x01"
+        client.auth("XOAUTH2", lambda challenge=None: token, initial_response_ok=True)
+    else:
+        client.login(inbox.smtp_username, inbox.smtp_secret)
+
+
+def _pool_key(inbox: Inbox) -> tuple[Any, ...]:
+    # Any change to the inbox's outgoing settings gives a new key, so a stale connection is never used.
+    secret = hashlib.sha256(f"{inbox.smtp_secret}\0{inbox.oauth_access_token}".encode()).hexdigest()
+    return (inbox.pk, inbox.smtp_host, inbox.smtp_port, inbox.smtp_security, inbox.smtp_verify_cert,
+            inbox.smtp_username, secret)
+
+
+_pool: dict[tuple[Any, ...], tuple[smtplib.SMTP, float]] = {}
+
+
+def _take_pooled(inbox: Inbox) -> smtplib.SMTP | None:
+    entry = _pool.pop(_pool_key(inbox), None)
+    if entry is None:
+        return None
+    client, last_used = entry
+    if time.monotonic() - last_used > POOL_IDLE_SECONDS:
+        _close(client)
+        return None
+    return client
+
+
+def _close(client: smtplib.SMTP) -> None:
+    try:
+        client.quit()
+    except Exception:  # noqa: S110 - closing a connection that may already be gone
+        pass
+    finally:
+        client.close()
+
+
+def close_pool() -> None:
+    """Close every kept connection (a worker shutting down, a test cleaning up)."""
+    while _pool:
+        _close(_pool.popitem()[1][0])
+
+
+# ---------------------------------------------------------------------------
+# Sending
+# ---------------------------------------------------------------------------
+def send(inbox: Inbox, message: MIMEMessage, *, envelope_from: str, recipients: Sequence[str],
+         before_data: Callable[[], None] | None = None, reuse: bool = False) -> SendResult:
+    """Send `message` to exactly `recipients`; smtplib flattens it (CRLF, dot-stuffing) and drops Bcc.
+
+    `before_data` runs just before the first byte of the message data goes out. With `reuse`,
+    the connection is kept for the next send from this process.
+    """
+    if not recipients:
+        raise PermanentError("No recipients.")
+    timeout = float(settings.SMTP_TIMEOUT)
+    client = _take_pooled(inbox) if reuse else None
+    if client is not None:
+        try:
+            return _transaction(inbox, client, message, envelope_from, recipients, before_data, reuse)
+        except TransientError as exc:
+            if getattr(exc, "stale_connection", False):
+                client = None  # the kept connection had died; nothing was handed over, open a new one
+            else:
+                raise
+    client = _connect(inbox, timeout)
+    return _transaction(inbox, client, message, envelope_from, recipients, before_data, reuse)
+
+
+def _transaction(inbox: Inbox, client: smtplib.SMTP, message: MIMEMessage, envelope_from: str,
+                 recipients: Sequence[str], before_data: Callable[[], None] | None, reuse: bool) -> SendResult:
+    client.before_data = before_data
+    client.data_handed_over = False
+    client.last_reply = ""
+    try:
+        refused = client.send_message(message, from_addr=envelope_from, to_addrs=list(recipients))
+    except Exception as exc:
+        error = _classify(exc, handed_over=client.data_handed_over)
+        if isinstance(exc, smtplib.SMTPServerDisconnected) and not client.data_handed_over:
+            error.stale_connection = True  # type: ignore[attr-defined]
+        _close(client)
+        raise error from exc
+    result = SendResult(
+        reply=client.last_reply,
+        refused={address: f"{code} {text.decode(errors='replace')}" for address, (code, text) in refused.items()},
+    )
+    if reuse:
+        _pool[_pool_key(inbox)] = (client, time.monotonic())
+    else:
+        _close(client)
+    return result
+
+
+def _classify(exc: BaseException, *, handed_over: bool) -> DeliveryError:
+    """Map smtplib's and the network's exceptions to the three kinds of failure."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        replies = {addr: (code, text.decode(errors="replace")) for addr, (code, text) in exc.recipients.items()}
+        words = "; ".join(f"{addr}: {code} {text}" for addr, (code, text) in replies.items())
+        permanent = all(500 <= code < 600 for code, _ in replies.values())
+        kind = PermanentError if permanent else TransientError
+        return kind(f"Every recipient was refused: {words}", code=next(iter(replies.values()))[0], reply=words)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        # A reply, even after the final dot, is a definite answer: no uncertainty.
+        text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        reply = f"{exc.smtp_code} {text}"
+        kind = PermanentError if 500 <= exc.smtp_code < 600 else TransientError
+        return kind(f"The server answered {reply}", code=exc.smtp_code, reply=reply)
+    if handed_over:
+        return DataSentNoAnswer(f"No answer after the message data was sent ({type(exc).__name__}: {exc}).")
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return TLSError(f"TLS failed: {exc}")
+    if isinstance(exc, OSError | smtplib.SMTPException):
+        return TransientError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    return TransientError(f"Unexpected {type(exc).__name__}: {exc}")
+
+
+def check_login(inbox: Inbox) -> str:
+    """Connect, secure and log in as the inbox would, then quit: for a settings check."""
+    client = _connect(inbox, float(settings.SMTP_TIMEOUT))
+    try:
+        code, text = client.noop()
+        return f"{code} {text.decode(errors='replace')}"
+    finally:
+        _close(client)
+
+
+# ---------------------------------------------------------------------------
+# Email services, through django-anymail
+# ---------------------------------------------------------------------------
+def send_anymail(inbox: Inbox, message: Any) -> SendResult:
+    """Send a Django EmailMessage through the inbox's anymail backend; classify its errors alike."""
+    from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused, AnymailRequestsAPIError
+    from django.core.mail import get_connection
+    from requests import ConnectionError as RequestsConnectionError
+    from requests import Timeout
+
+    try:
+        connection = get_connection(inbox.anymail_backend, fail_silently=False)
+        connection.send_messages([message])
+    except AnymailRecipientsRefused as exc:
+        raise PermanentError(f"The email service refused every recipient: {exc}") from exc
+    except AnymailRequestsAPIError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, Timeout) and not isinstance(cause, RequestsConnectionError):
+            # The request went out; the service may have taken it.
+            raise DataSentNoAnswer(f"No answer from the email service: {exc}") from exc
+        if isinstance(cause, RequestsConnectionError) or exc.status_code is None or exc.status_code >= 500 \
+                or exc.status_code == 429:
+            raise TransientError(f"The email service is unavailable: {exc}", code=exc.status_code) from exc
+        raise PermanentError(f"The email service refused the message: {exc}", code=exc.status_code,
+                             reply=str(exc)) from exc
+    except AnymailAPIError as exc:
+        raise PermanentError(f"The email service refused the message: {exc}", reply=str(exc)) from exc
+    status = getattr(message, "anymail_status", None)
+    return SendResult(reply=f"accepted by {inbox.anymail_backend}: id {getattr(status, 'message_id', '') or '?'}")
