@@ -111,3 +111,34 @@ def test_without_the_key_a_stored_secret_is_refused_clearly(settings):
     finally:
         settings.FIELD_ENCRYPTION_KEYS = old_keys
         reset_keys_cache()
+
+
+@pytest.mark.django_db
+def test_the_server_refuses_to_start_without_the_key_that_wrote_the_secrets(settings):
+    from django.core.management import CommandError, call_command
+
+    InboxFactory(imap_secret=PASSWORD)
+    old_keys = list(settings.FIELD_ENCRYPTION_KEYS)
+    try:
+        settings.FIELD_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+        reset_keys_cache()
+        with pytest.raises(CommandError, match=r"cannot be decrypted.*inboxes\.Inbox\.imap_secret"):
+            call_command("runswitchboard")
+    finally:
+        settings.FIELD_ENCRYPTION_KEYS = old_keys
+        reset_keys_cache()
+
+
+def test_a_malformed_key_fails_the_system_check(settings):
+    from config.checks import check_encryption_keys
+
+    old_keys = list(settings.FIELD_ENCRYPTION_KEYS)
+    try:
+        settings.FIELD_ENCRYPTION_KEYS = ["not-a-key"]
+        reset_keys_cache()
+        errors = check_encryption_keys(None)
+        assert [e.id for e in errors] == ["switchboard.E001"]
+        assert "Fernet keys" in errors[0].msg
+    finally:
+        settings.FIELD_ENCRYPTION_KEYS = old_keys
+        reset_keys_cache()

@@ -9,15 +9,23 @@ import subprocess
 import sys
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from config import embedded_redis
+from config.checks import unreadable_secrets
 
 
 class Command(BaseCommand):
     help = "Run the web process, a Celery worker and Celery beat (and a private Redis if needed)."
 
     def handle(self, *args, **options) -> None:
+        unreadable = unreadable_secrets()
+        if unreadable:
+            raise CommandError(
+                "Stored secrets cannot be decrypted with FIELD_ENCRYPTION_KEYS "
+                f"({', '.join(unreadable)}). Restore the key they were written with "
+                "(var/field_encryption_key, or the FIELD_ENCRYPTION_KEYS of the deployment) and start again."
+            )
         host = os.environ.get("HOST", "127.0.0.1")
         port = os.environ.get("PORT", "8000")
         redis_process = None
