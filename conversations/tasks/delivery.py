@@ -1,1 +1,36 @@
-"""Tasks that deliver outgoing messages."""
+"""Tasks that deliver outgoing messages: thin wrappers around conversations.delivery."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from celery import shared_task
+from django.utils import timezone
+
+from conversations import acknowledgements, delivery
+
+# Retries further out than this are left to the sweeper: a far-off ETA sits in a worker's
+# memory and, past the broker's visibility timeout, would be delivered twice anyway.
+_SCHEDULE_RETRIES_WITHIN = dt.timedelta(minutes=15)
+
+
+@shared_task(name="conversations.deliver_message")
+def deliver_message(message_id: int) -> str:
+    # Connections are kept per worker process: consecutive replies skip the TLS handshake and login.
+    outcome = delivery.deliver_message(message_id, reuse_connection=True)
+    if outcome.status == "queued" and outcome.retry_at and outcome.retry_at - timezone.now() < _SCHEDULE_RETRIES_WITHIN:
+        deliver_message.apply_async((message_id,), eta=outcome.retry_at)
+    return outcome.status
+
+
+@shared_task(name="conversations.sweep_deliveries")
+def sweep_deliveries() -> dict[str, int]:
+    result = delivery.sweep_deliveries()
+    for message_id in result.due:
+        deliver_message.delay(message_id)
+    return {"due": len(result.due), "requeued": len(result.requeued), "uncertain": len(result.uncertain)}
+
+
+@shared_task(name="conversations.acknowledge_new_conversation")
+def acknowledge_new_conversation(message_id: int) -> str:
+    return acknowledgements.acknowledge_new_conversation(message_id).reason

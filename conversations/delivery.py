@@ -1,0 +1,260 @@
+"""Deliver outgoing messages exactly once, or say they might not have left.
+
+queued → sending → sent | failed | uncertain, each step a conditional UPDATE. `data_sent_at` is
+written just before the message data goes to the server: a worker that dies after that
+point leaves a message the server may have, which becomes uncertain rather than being sent
+again. Every status change is appended to `delivery_history` and published as
+`message.status`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from conversations.events import publish
+from conversations.models import DeliveryStatus, Direction, Message, MessageKind
+from conversations.outgoing import build_email, envelope_recipients, mime_message
+from inboxes import smtp
+from inboxes.models import OutgoingMethod
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 3600
+# A queued message without next_attempt_at had its task enqueued on commit; the sweeper
+# dispatches it again only when that task looks lost.
+LOST_TASK_SECONDS = 120
+
+
+@dataclass
+class Outcome:
+    status: str  # a DeliveryStatus, or "not claimed" / "deferred"
+    detail: str = ""
+    retry_at: dt.datetime | None = None
+
+
+def _entry(now: dt.datetime, old: str, new: str, detail: str) -> dict[str, Any]:
+    return {"at": now.isoformat(), "from": old, "to": new, "detail": detail[:2000]}
+
+
+def _publish_status(message: Message, status: str, detail: str = "") -> None:
+    publish("message.status", message.conversation.department_id, {
+        "conversation": str(message.conversation.public_id), "message": str(message.public_id),
+        "status": status, "detail": detail[:500], "attempts": message.delivery_attempts,
+    })
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential from DELIVERY_RETRY_BASE_SECONDS, capped, with jitter so retries do not march in step."""
+    base = float(settings.DELIVERY_RETRY_BASE_SECONDS)
+    delay = min(MAX_BACKOFF_SECONDS, base * 2 ** max(0, attempt - 1))
+    return delay * random.uniform(0.75, 1.25)
+
+
+# ---------------------------------------------------------------------------
+# Delivering one message
+# ---------------------------------------------------------------------------
+def deliver_message(message_id: int, *, reuse_connection: bool = False) -> Outcome:
+    """Claim one queued, due message and send it. Harmless to call twice: the second finds nothing."""
+    now = timezone.now()
+    message = (Message.objects.select_related("inbox", "conversation")
+               .filter(pk=message_id, direction=Direction.OUT, kind=MessageKind.EMAIL).first())
+    if message is None or message.delivery_status != DeliveryStatus.QUEUED:
+        return Outcome("not claimed")
+    if message.next_attempt_at and message.next_attempt_at > now:
+        return Outcome("not claimed", "not due yet", retry_at=message.next_attempt_at)
+    wait_until = _over_hourly_cap(message, now)
+    if wait_until is not None:
+        Message.objects.filter(pk=message.pk, delivery_status=DeliveryStatus.QUEUED).update(next_attempt_at=wait_until)
+        return Outcome("deferred", "hourly sending limit reached", retry_at=wait_until)
+
+    # The claim: only one worker moves this row, at this attempt count, out of queued.
+    claimed = Message.objects.filter(
+        pk=message.pk, delivery_status=DeliveryStatus.QUEUED, delivery_attempts=message.delivery_attempts,
+    ).update(delivery_status=DeliveryStatus.SENDING, sending_started_at=now, data_sent_at=None,
+             delivery_attempts=F("delivery_attempts") + 1)
+    if not claimed:
+        return Outcome("not claimed")
+    message.delivery_attempts += 1
+    message.delivery_status = DeliveryStatus.SENDING
+    history = [*message.delivery_history, _entry(now, DeliveryStatus.QUEUED, DeliveryStatus.SENDING,
+                                                 f"attempt {message.delivery_attempts}")]
+    _publish_status(message, DeliveryStatus.SENDING)
+
+    try:
+        outcome = _send(message, history, reuse_connection)
+    except smtp.DataSentNoAnswer as exc:
+        outcome = _finish(message, history, DeliveryStatus.UNCERTAIN, str(exc), delivery_last_error=str(exc))
+    except smtp.PermanentError as exc:
+        outcome = _finish(message, history, DeliveryStatus.FAILED, str(exc), delivery_last_error=str(exc),
+                          delivery_server_reply=exc.reply)
+    except smtp.TransientError as exc:
+        outcome = _retry_or_give_up(message, history, exc)
+    except Exception as exc:
+        # Could not even build the email (a missing attachment file...): no retry will fix that.
+        logger.exception("Could not deliver message %s", message.pk)
+        detail = f"{type(exc).__name__}: {exc}"
+        outcome = _finish(message, history, DeliveryStatus.FAILED, detail, delivery_last_error=detail)
+    if outcome.status == DeliveryStatus.SENT and message.inbox.save_to_sent:
+        _save_to_sent(message)
+    return outcome
+
+
+def _send(message: Message, history: list[dict[str, Any]], reuse_connection: bool) -> Outcome:
+    email = build_email(message)
+    recipients = envelope_recipients(message)
+
+    def before_data() -> None:
+        # Committed before the first byte of data leaves: from here on a crash means "maybe sent".
+        Message.objects.filter(pk=message.pk, delivery_status=DeliveryStatus.SENDING).update(
+            data_sent_at=timezone.now(), delivery_history=history)
+
+    inbox = message.inbox
+    if inbox.outgoing_method == OutgoingMethod.ANYMAIL:
+        before_data()
+        result = smtp.send_anymail(inbox, email)
+    else:
+        result = smtp.send(inbox, mime_message(email), envelope_from=inbox.address, recipients=recipients,
+                           before_data=before_data, reuse=reuse_connection)
+    detail = result.reply
+    if result.refused:
+        detail += "; refused: " + "; ".join(f"{a}: {r}" for a, r in result.refused.items())
+    return _finish(message, history, DeliveryStatus.SENT, detail, delivery_server_reply=detail,
+                   delivery_last_error="", delivered_at=timezone.now())
+
+
+def _finish(message: Message, history: list[dict[str, Any]], status: str, detail: str, **fields: Any) -> Outcome:
+    now = timezone.now()
+    history.append(_entry(now, DeliveryStatus.SENDING, status, detail))
+    Message.objects.filter(pk=message.pk, delivery_status=DeliveryStatus.SENDING).update(
+        delivery_status=status, delivery_history=history, **fields)
+    message.delivery_status = status
+    _publish_status(message, status, detail)
+    return Outcome(status, detail, retry_at=fields.get("next_attempt_at"))
+
+
+def _retry_or_give_up(message: Message, history: list[dict[str, Any]], exc: smtp.TransientError) -> Outcome:
+    now = timezone.now()
+    retry_at = now + dt.timedelta(seconds=backoff_seconds(message.delivery_attempts))
+    started = message.queued_at or message.created_at
+    if retry_at - started > dt.timedelta(seconds=settings.DELIVERY_GIVE_UP_SECONDS):
+        detail = f"Gave up after {message.delivery_attempts} attempts: {exc}"
+        return _finish(message, history, DeliveryStatus.FAILED, detail, delivery_last_error=detail,
+                       delivery_server_reply=exc.reply)
+    detail = f"{exc} (retry at {retry_at:%H:%M:%S} UTC)"
+    return _finish(message, history, DeliveryStatus.QUEUED, detail, delivery_last_error=str(exc),
+                   delivery_server_reply=exc.reply, next_attempt_at=retry_at)
+
+
+def _over_hourly_cap(message: Message, now: dt.datetime) -> dt.datetime | None:
+    """When the inbox already sent its hourly allowance: the moment the oldest send leaves the window."""
+    cap = message.inbox.max_sends_per_hour
+    if not cap:
+        return None
+    # Two workers may both pass this check at the edge: the cap can be exceeded by a message
+    # or two, never by a flood. It is a guardrail, not an accounting rule.
+    window = now - dt.timedelta(hours=1)
+    sent = list(Message.objects.filter(inbox_id=message.inbox_id, direction=Direction.OUT, data_sent_at__gte=window)
+                .order_by("data_sent_at").values_list("data_sent_at", flat=True)[:cap])
+    if len(sent) < cap:
+        return None
+    return sent[0] + dt.timedelta(hours=1, seconds=1)
+
+
+def _save_to_sent(message: Message) -> None:
+    """Store a copy in the mailbox's Sent folder; a failure here is noted, it does not fail the delivery."""
+    inbox = message.inbox
+    try:
+        from inboxes import imap
+
+        raw = mime_message(build_email(message)).as_bytes(linesep="\r\n")
+        imap.append(inbox, inbox.sent_folder, raw, ("\\Seen",))
+        detail = f"saved to {inbox.sent_folder}"
+    except Exception as exc:
+        logger.warning("Could not save message %s to %s: %s", message.pk, inbox.sent_folder, exc)
+        detail = f"could not save to {inbox.sent_folder}: {type(exc).__name__}: {exc}"
+    entry = _entry(timezone.now(), DeliveryStatus.SENT, DeliveryStatus.SENT, detail)
+    current = Message.objects.filter(pk=message.pk).values_list("delivery_history", flat=True).first() or []
+    Message.objects.filter(pk=message.pk).update(delivery_history=[*current, entry])
+
+
+# ---------------------------------------------------------------------------
+# Deliberate resend and the sweeper
+# ---------------------------------------------------------------------------
+def resend_message(message_id: int, *, by: str = "") -> bool:
+    """Queue an uncertain or failed message again, with the same Message-ID (clients collapse duplicates)."""
+    from django.db import transaction
+
+    now = timezone.now()
+    message = Message.objects.select_related("conversation").filter(
+        pk=message_id, delivery_status__in=[DeliveryStatus.UNCERTAIN, DeliveryStatus.FAILED]).first()
+    if message is None:
+        return False
+    old = message.delivery_status
+    history = [*message.delivery_history, _entry(now, old, DeliveryStatus.QUEUED,
+                                                 f"resend requested{' by ' + by if by else ''}")]
+    with transaction.atomic():
+        moved = Message.objects.filter(pk=message.pk, delivery_status=old).update(
+            delivery_status=DeliveryStatus.QUEUED, delivery_history=history, queued_at=now, next_attempt_at=None,
+            data_sent_at=None, sending_started_at=None)
+        if not moved:
+            return False
+        _publish_status(message, DeliveryStatus.QUEUED, "resend requested")
+        from conversations.replies import enqueue_delivery
+
+        transaction.on_commit(lambda: enqueue_delivery(message.pk))
+    return True
+
+
+@dataclass
+class SweepResult:
+    due: list[int]
+    requeued: list[int]
+    uncertain: list[int]
+
+
+def sweep_deliveries(*, now: dt.datetime | None = None, stuck_after: dt.timedelta | None = None,
+                     limit: int = 500) -> SweepResult:
+    """Recover messages a crashed worker left in sending, and list queued ones whose time has come.
+
+    A message stuck in sending is requeued only when its data never went out; otherwise the
+    server may have it, and it becomes uncertain.
+    """
+    now = now or timezone.now()
+    # Past the hard task time limit, no live worker can still be sending it.
+    stuck_after = stuck_after or dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    requeued: list[int] = []
+    uncertain: list[int] = []
+    stuck = Message.objects.select_related("conversation").filter(
+        delivery_status=DeliveryStatus.SENDING, sending_started_at__lt=now - stuck_after)[:limit]
+    for message in stuck:
+        data_sent = message.data_sent_at is not None
+        new = DeliveryStatus.UNCERTAIN if data_sent else DeliveryStatus.QUEUED
+        detail = ("the worker stopped after handing the data over; the server may have it" if data_sent
+                  else "the worker stopped before handing the data over; requeued")
+        history = list(message.delivery_history)
+        if not history or history[-1].get("to") != DeliveryStatus.SENDING:
+            history.append(_entry(message.sending_started_at, DeliveryStatus.QUEUED, DeliveryStatus.SENDING,
+                                  f"attempt {message.delivery_attempts}"))
+        history.append(_entry(now, DeliveryStatus.SENDING, new, detail))
+        moved = Message.objects.filter(
+            pk=message.pk, delivery_status=DeliveryStatus.SENDING, sending_started_at=message.sending_started_at,
+        ).update(delivery_status=new, delivery_history=history, delivery_last_error=detail,
+                 next_attempt_at=None if data_sent else now)
+        if moved:
+            _publish_status(message, new, detail)
+            (uncertain if data_sent else requeued).append(message.pk)
+    due = list(
+        Message.objects.filter(delivery_status=DeliveryStatus.QUEUED, direction=Direction.OUT)
+        .filter(Q(next_attempt_at__lte=now)
+                | Q(next_attempt_at__isnull=True, queued_at__lt=now - dt.timedelta(seconds=LOST_TASK_SECONDS)))
+        .order_by("next_attempt_at", "id").values_list("pk", flat=True)[:limit]
+    )
+    return SweepResult(due=due, requeued=requeued, uncertain=uncertain)
