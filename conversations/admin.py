@@ -1,5 +1,10 @@
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import FileResponse, Http404, HttpRequest
+from django.urls import path, reverse
+from django.utils.html import format_html
 
+from conversations.ingest import discard_quarantined, retry_quarantined
 from conversations.models import (
     Attachment,
     CannedResponse,
@@ -7,6 +12,7 @@ from conversations.models import (
     Conversation,
     Message,
     QuarantinedMessage,
+    QuarantineStatus,
 )
 
 
@@ -63,6 +69,52 @@ class CannedResponseAdmin(admin.ModelAdmin):
 
 @admin.register(QuarantinedMessage)
 class QuarantinedMessageAdmin(admin.ModelAdmin):
-    list_display = ["inbox", "error", "status", "imap_uid", "created_at"]
+    """Poison mail, for managers: read the error, download the raw message, retry or discard it."""
+
+    list_display = ["inbox", "error", "status", "imap_uid", "raw_size", "created_at", "download"]
     list_filter = ["status", "inbox"]
-    readonly_fields = [f.name for f in QuarantinedMessage._meta.fields]
+    readonly_fields = [f.name for f in QuarantinedMessage._meta.fields if f.name != "raw"] + ["download"]
+    exclude = ["raw"]
+    actions = ["retry", "discard"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def get_urls(self) -> list:
+        view = self.admin_site.admin_view(self.download_view)
+        return [path("<int:pk>/raw/", view, name="conversations_quarantinedmessage_raw"), *super().get_urls()]
+
+    @admin.display(description="Raw message")
+    def download(self, obj: QuarantinedMessage) -> str:
+        if not obj.pk or not obj.raw:
+            return "-"
+        url = reverse("admin:conversations_quarantinedmessage_raw", args=[obj.pk])
+        return format_html('<a href="{}">Download .eml ({} bytes)</a>', url, obj.raw_size)
+
+    def download_view(self, request: HttpRequest, pk: int) -> FileResponse:
+        row = QuarantinedMessage.objects.filter(pk=pk).first()
+        if row is None or not row.raw or not self.has_view_permission(request, row):
+            raise Http404("No such quarantined message.")
+        # Served as a download, never rendered: the bytes are hostile by definition.
+        return FileResponse(
+            row.raw.open("rb"), as_attachment=True, filename=f"quarantined-{row.public_id}.eml",
+            content_type="application/octet-stream",
+        )
+
+    @admin.action(description="Retry importing the selected messages", permissions=["change"])
+    def retry(self, request: HttpRequest, queryset: QuerySet[QuarantinedMessage]) -> None:
+        imported = still_failing = 0
+        for row_id in queryset.filter(status=QuarantineStatus.HELD).values_list("pk", flat=True):
+            result = retry_quarantined(row_id)
+            if result.message is not None:
+                imported += 1
+            else:
+                still_failing += 1
+        self.message_user(request, f"{imported} imported, {still_failing} still failing.")
+
+    @admin.action(description="Discard the selected messages", permissions=["change"])
+    def discard(self, request: HttpRequest, queryset: QuerySet[QuarantinedMessage]) -> None:
+        row_ids = list(queryset.filter(status=QuarantineStatus.HELD).values_list("pk", flat=True))
+        for row_id in row_ids:
+            discard_quarantined(row_id)
+        self.message_user(request, f"{len(row_ids)} discarded.")

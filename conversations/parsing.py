@@ -40,6 +40,8 @@ _IDENTITY_HEADERS = (
 )
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _FIELD_START = re.compile(rb"(?m)^(?=[^ \t\r\n])")
+_LINE_ENDS = re.compile(r"\r\n?")
+_NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\s]")
 _ANGLE_ID = re.compile(r"<([^<>\s]+)>")
 _REPLY_PREFIX = re.compile(r"^\s*((re|fwd?|aw|sv|vs|antw|wg|tr|rif|r)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 
@@ -292,14 +294,14 @@ def _filename(part: MimeMessage, problems: list[str]) -> str:
 
 
 def _embedded_message_bytes(part: MimeMessage, problems: list[str]) -> bytes:
-    payload = part.get_payload()
+    payload = part._payload
+    if not isinstance(payload, list):
+        return _payload(part, problems)
     try:
-        if isinstance(payload, list):
-            return b"\n".join(sub.as_bytes(policy=policy.compat32) for sub in payload)
-        return part.get_payload(decode=True) or b""
+        return b"\n".join(sub.as_bytes(policy=policy.compat32) for sub in payload)
     except (ValueError, LookupError, UnicodeError, TypeError, AttributeError):
-        problems.append("A forwarded message could not be re-serialised; its text was kept.")
-        return str(payload).encode("utf-8", errors="replace")
+        problems.append("A forwarded message could not be re-serialised; only its text was kept.")
+        return "\n".join(_raw_str(sub) for sub in payload).encode("utf-8", errors="surrogateescape")
 
 
 def _payload(part: MimeMessage, problems: list[str]) -> bytes:
@@ -307,8 +309,31 @@ def _payload(part: MimeMessage, problems: list[str]) -> bytes:
         return part.get_payload(decode=True) or b""
     except (ValueError, LookupError, UnicodeError, TypeError):
         problems.append("A part's transfer encoding is broken; its raw bytes were kept.")
-        raw = part.get_payload()
-        return raw.encode("ascii", errors="surrogateescape") if isinstance(raw, str) else b""
+        return _raw_payload(part)
+
+
+def _raw_str(part: MimeMessage) -> str:
+    # The stored payload as parsed (8-bit bytes as surrogate escapes). get_payload() without
+    # decode re-decodes it with the part's charset parameter, which raises on a hostile one.
+    raw = part._payload
+    return raw if isinstance(raw, str) else ""
+
+
+def _raw_payload(part: MimeMessage) -> bytes:
+    return _raw_str(part).encode("utf-8", errors="surrogateescape")
+
+
+def _bad_base64(part: MimeMessage) -> bool:
+    if str(part.get("Content-Transfer-Encoding", "")).strip().lower() != "base64":
+        return False
+    return _NOT_BASE64.search(_raw_str(part)) is not None
+
+
+def _charset(part: MimeMessage) -> str | None:
+    try:
+        return part.get_content_charset()
+    except (ValueError, LookupError, UnicodeError, TypeError):
+        return None
 
 
 def _content_id(part: MimeMessage) -> str:
@@ -321,59 +346,80 @@ def _defects(part: MimeMessage, problems: list[str]) -> None:
         problems.append(f"MIME damage repaired: {type(defect).__name__}.")
 
 
+class _BodyReader:
+    """Walks the MIME tree (iteratively, bounded) into text, raw HTML and attachments."""
+
+    def __init__(self, mime: MimeMessage, problems: list[str]) -> None:
+        self.mime = mime
+        self.problems = problems
+        self.texts: list[str] = []
+        self.htmls: list[str] = []
+        self.attachments: list[ParsedPart] = []
+        self.stack: list[tuple[MimeMessage, int]] = [(mime, 0)]
+
+    def read(self) -> None:
+        seen = 0
+        while self.stack:
+            part, depth = self.stack.pop()
+            seen += 1
+            if seen > MAX_PARTS:
+                self.problems.append(f"The message has more than {MAX_PARTS} MIME parts; the rest were not read.")
+                break
+            try:
+                self.read_part(part, depth)
+            except (ValueError, LookupError, UnicodeError, TypeError, AttributeError) as error:
+                # One unreadable part must not cost the rest of the message; the raw file keeps it.
+                self.problems.append(f"A {part.get_content_type()} part could not be read ({error}); skipped.")
+
+    def read_part(self, part: MimeMessage, depth: int) -> None:
+        problems = self.problems
+        _defects(part, problems)
+        content_type = clean_header(part.get_content_type())[:255]
+        disposition = part.get_content_disposition()
+        filename = _filename(part, problems)
+        if content_type.startswith("message/") and part is not self.mime:
+            # Forwarded mail, delivery reports: kept whole, as attachments.
+            name = filename or ("forwarded-message.eml" if content_type == "message/rfc822" else "")
+            self.attachments.append(ParsedPart(name, content_type, _embedded_message_bytes(part, problems)))
+        elif part.is_multipart():
+            if depth >= MAX_MIME_DEPTH:
+                problems.append(f"MIME parts nested deeper than {MAX_MIME_DEPTH} levels were not read.")
+                return
+            self.stack.extend((child, depth + 1) for child in reversed(part.get_payload()))
+        elif content_type.startswith("multipart/"):
+            # Declared multipart, but the parser found no parts (no or wrong boundary): the
+            # customer's words are in there somewhere, so show the raw text rather than nothing.
+            problems.append("A multipart section has no readable parts; it is shown as raw text.")
+            self.texts.append(decode_part_text(_raw_payload(part), _charset(part), problems))
+        elif content_type in {"text/plain", "text/html"} and disposition != "attachment" and not filename:
+            payload = _payload(part, problems)
+            if _bad_base64(part):
+                problems.append("A text part is marked base64 but is not; it is shown as sent.")
+                payload = _raw_payload(part)
+            text = _LINE_ENDS.sub("\n", decode_part_text(payload, _charset(part), problems))
+            (self.texts if content_type == "text/plain" else self.htmls).append(text)
+        else:
+            payload = _payload(part, problems)
+            if not payload and not filename:
+                return
+            content_id = _content_id(part)
+            inline = disposition == "inline" or (disposition is None and bool(content_id))
+            self.attachments.append(ParsedPart(filename, content_type, payload, content_id, inline))
+
+
 def read_body(
     mime: MimeMessage, problems: list[str], *, raw_text: bool = False
 ) -> tuple[str, str, list[ParsedPart]]:
-    """Walk the MIME tree (iteratively, bounded) into text, raw HTML and attachments."""
+    """Text, raw (unsanitized) HTML and attachments of a parsed message."""
     if raw_text:
-        body = mime.get_payload()
-        data = body.encode("ascii", errors="surrogateescape") if isinstance(body, str) else b""
-        return decode_part_text(data, "utf-8", problems), "", []
-    texts: list[str] = []
-    htmls: list[str] = []
-    attachments: list[ParsedPart] = []
-    stack: list[tuple[MimeMessage, int]] = [(mime, 0)]
-    seen = 0
-    while stack:
-        part, depth = stack.pop()
-        seen += 1
-        if seen > MAX_PARTS:
-            problems.append(f"The message has more than {MAX_PARTS} MIME parts; the rest were not read.")
-            break
-        _defects(part, problems)
-        content_type = part.get_content_type()
-        disposition = part.get_content_disposition()
-        filename = _filename(part, problems)
-        if content_type.startswith("message/") and part is not mime:
-            # Forwarded mail, delivery reports: kept whole, as attachments.
-            name = filename or ("forwarded-message.eml" if content_type == "message/rfc822" else "")
-            attachments.append(ParsedPart(name, content_type, _embedded_message_bytes(part, problems)))
-            continue
-        if part.is_multipart():
-            if depth >= MAX_MIME_DEPTH:
-                problems.append(f"MIME parts nested deeper than {MAX_MIME_DEPTH} levels were not read.")
-                continue
-            stack.extend((child, depth + 1) for child in reversed(part.get_payload()))
-            continue
-        payload = _payload(part, problems)
-        is_body = content_type in {"text/plain", "text/html"} and disposition != "attachment" and not filename
-        if is_body:
-            text = decode_part_text(payload, part.get_content_charset(), problems)
-            (texts if content_type == "text/plain" else htmls).append(text)
-            continue
-        if not payload and not filename:
-            continue
-        content_id = _content_id(part)
-        inline = disposition == "inline" or (disposition is None and bool(content_id))
-        attachments.append(ParsedPart(filename, content_type[:255], payload, content_id, inline))
-    html = "\n".join(htmls)
-    text = "\n\n".join(t.strip("\r\n") for t in texts) if texts else text_from_html(html)
-    return text, html, attachments
-
-
-def text_from_html(html: str) -> str:
-    """Plain text for a message that only has HTML (previews and search need text)."""
-    return html_to_text(html) if html else ""
+        return decode_part_text(_raw_payload(mime), "utf-8", problems), "", []
+    reader = _BodyReader(mime, problems)
+    reader.read()
+    html = "\n".join(reader.htmls)
+    # Previews and search need text, also for a message that only has HTML.
+    texts = reader.texts
+    text = "\n\n".join(t.strip("\n") for t in texts) if texts else (html_to_text(html) if html else "")
+    return text, html, reader.attachments
 
 
 def decode_part_text(payload: bytes, charset: str | None, problems: list[str]) -> str:
