@@ -229,7 +229,8 @@ def sweep_deliveries(*, now: dt.datetime | None = None, stuck_after: dt.timedelt
     """
     now = now or timezone.now()
     # Past the hard task time limit, no live worker can still be sending it.
-    stuck_after = stuck_after or dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    if stuck_after is None:
+        stuck_after = dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
     requeued: list[int] = []
     uncertain: list[int] = []
     stuck = Message.objects.select_related("conversation").filter(

@@ -112,7 +112,9 @@ def parse_recipients(field: str, values: Iterable[Any] | None) -> list[dict[str,
             text = str(value)
             if _CONTROL.search(text):
                 raise ReplyValidationError(field, f"{text!r} is not a valid email address.", text)
-            name, address = parseaddr(text)
+            # Only "Name <address>" is split; anything else must be a bare address as a whole,
+            # so "not an address" is reported as written rather than parsed down to "not".
+            name, address = parseaddr(text) if text.rstrip().endswith(">") else ("", text)
             if not address:
                 address = text
         address = (address or "").strip()

@@ -32,9 +32,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: fl
 def inbox_for(people):
     """`inbox_for(server, **fields)`: an inbox of department A that sends through `server`."""
     def make(server, **fields):
-        return factories.InboxFactory(
-            address="support@switchboard.test", display_name="Support", sender_name="Acme Support",
-            department=people.department_a, **{**server.inbox_settings(), **fields})
+        defaults = {"address": "support@switchboard.test", "display_name": "Support", "sender_name": "Acme Support",
+                    "department": people.department_a, **server.inbox_settings()}
+        return factories.InboxFactory(**{**defaults, **fields})
     return make
 
 
