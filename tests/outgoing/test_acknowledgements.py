@@ -1,0 +1,116 @@
+"""Auto-acknowledgements: one per sender per day, never to automatic mail, never a loop."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+
+from conversations import delivery
+from conversations.acknowledgements import acknowledge_new_conversation
+from conversations.ingest import ingest_email
+from conversations.models import DeliveryStatus, Message
+from conversations.signals import conversation_started
+from tests import factories
+from tests.outgoing.conftest import wait_until
+
+pytestmark = pytest.mark.django_db
+
+
+def _mail(sender: str, to: str, subject: str, message_id: str, *extra: str) -> bytes:
+    headers = [f"From: {sender}", f"To: {to}", f"Subject: {subject}", f"Message-ID: <{message_id}>",
+               "Date: Sat, 21 Nov 2026 10:00:00 +0000", *extra]
+    return ("\r\n".join(headers) + "\r\n\r\nHello, my printer is on fire.\r\n").encode()
+
+
+@pytest.fixture
+def acking_inbox(smtp_server, inbox_for):
+    return inbox_for(smtp_server, auto_acknowledge=True, signature="The Acme team")
+
+
+def test_a_new_conversation_is_acknowledged_as_automatic_mail(acking_inbox, smtp_server):
+    raw = _mail("Ann <ann@example.test>", acking_inbox.address, "Printer", "p1@example.test")
+    incoming = ingest_email(acking_inbox, raw)
+
+    result = acknowledge_new_conversation(incoming.message.pk)
+    delivery.deliver_message(result.message.pk)
+
+    [received] = smtp_server.wait_for(1)
+    email = received.message
+    assert result.reason == "sent"
+    assert received.rcpt_tos == ["ann@example.test"]
+    assert email["Auto-Submitted"] == "auto-replied"
+    assert email["X-Auto-Response-Suppress"] == "All"
+    assert email["In-Reply-To"] == "<p1@example.test>"
+    assert email["Subject"] == "Re: Printer"
+    assert "automatic acknowledgement" in email.get_body(("plain",)).get_content()
+    assert result.message.conversation_id == incoming.message.conversation_id
+
+
+def test_at_most_one_acknowledgement_per_sender_per_day(acking_inbox):
+    first = ingest_email(acking_inbox, _mail("ann@example.test", acking_inbox.address, "Printer", "p1@example.test"))
+    second = ingest_email(acking_inbox, _mail("ann@example.test", acking_inbox.address, "Scanner", "s1@example.test"))
+
+    assert acknowledge_new_conversation(first.message.pk).reason == "sent"
+    assert acknowledge_new_conversation(second.message.pk).reason == "already acknowledged this sender today"
+    assert acknowledge_new_conversation(first.message.pk).reason == "already acknowledged this sender today"
+    assert Message.objects.filter(automatic_reason="acknowledgement").count() == 1
+
+
+@pytest.mark.parametrize("header", ["Auto-Submitted: auto-generated", "Precedence: bulk",
+                                    "List-Id: <announce.example.test>"])
+def test_automatic_mail_is_not_acknowledged(acking_inbox, smtp_server, header):
+    incoming = ingest_email(acking_inbox, _mail("robot@example.test", acking_inbox.address, "Report",
+                                                "r1@example.test", header))
+
+    result = acknowledge_new_conversation(incoming.message.pk)
+
+    assert incoming.message.is_automatic
+    assert result.message is None
+    assert result.reason.startswith("automatic mail")
+    assert not Message.objects.filter(direction="out").exists()
+
+
+def test_an_inbox_without_acknowledgements_sends_none(smtp_server, inbox_for):
+    inbox = inbox_for(smtp_server)
+    incoming = ingest_email(inbox, _mail("ann@example.test", inbox.address, "Printer", "p1@example.test"))
+    assert acknowledge_new_conversation(incoming.message.pk).message is None
+
+
+def test_two_helpdesks_acknowledging_each_other_do_not_loop(smtp_server, inbox_for, people):
+    """Partner's helpdesk (inbox B, reached through its alias help@partner.test) writes to ours (A)."""
+    ours = inbox_for(smtp_server, auto_acknowledge=True)
+    theirs = factories.InboxFactory(address="helpdesk@partner.test", auto_acknowledge=True,
+                                    department=people.department_b, **smtp_server.inbox_settings())
+    first = ingest_email(ours, _mail("help@partner.test", ours.address, "Order 42", "o42@partner.test"))
+
+    ack = acknowledge_new_conversation(first.message.pk)
+    delivery.deliver_message(ack.message.pk)
+    [our_ack] = smtp_server.wait_for(1)
+
+    # Our acknowledgement lands in their mailbox; their ingest sees Auto-Submitted and flags it.
+    landed = ingest_email(theirs, our_ack.data)
+    assert landed.conversation_created
+    assert landed.message.is_automatic
+    their_ack = acknowledge_new_conversation(landed.message.pk)
+    assert their_ack.message is None
+    assert their_ack.reason == "automatic mail (Auto-Submitted: auto-replied)"
+
+    # Even a robot on their side that ignores Auto-Submitted gets one acknowledgement a day from us.
+    robot = ingest_email(ours, _mail("help@partner.test", ours.address, "Re: Order 42 [auto]", "bot1@partner.test"))
+    assert acknowledge_new_conversation(robot.message.pk).message is None
+    assert len(smtp_server.received) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_conversation_started_signal_acknowledges_through_a_worker(acking_inbox, smtp_server,
+                                                                       celery_worker_factory):
+    celery_worker_factory(name="acks")
+    incoming = ingest_email(acking_inbox, _mail("ann@example.test", acking_inbox.address, "Printer", "p1@example.test"))
+
+    with transaction.atomic():
+        conversation_started.send(sender=Message, message_id=incoming.message.pk)
+
+    ack = wait_until(lambda: Message.objects.filter(automatic_reason="acknowledgement").first(), timeout=60)
+    wait_until(lambda: Message.objects.get(pk=ack.pk).delivery_status == DeliveryStatus.SENT, timeout=60)
+    [received] = smtp_server.wait_for(1)
+    assert received.message["Auto-Submitted"] == "auto-replied"
