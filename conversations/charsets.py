@@ -18,8 +18,6 @@ _SUPERSETS = {
     "iso-8859-1": "windows-1252",
     "latin1": "windows-1252",
     "latin-1": "windows-1252",
-    "us-ascii": "windows-1252",
-    "ascii": "windows-1252",
     "iso-8859-9": "windows-1254",
     "iso-8859-11": "windows-874",
     "tis-620": "windows-874",

@@ -1,0 +1,142 @@
+"""Threading as stored: replies join, strangers start their own, closed conversations reopen or
+follow up, and agents hear about it after commit."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from conversations.ingest import ingest_email
+from conversations.models import Conversation, ConversationStatus, Direction
+from conversations.threading import subject_token
+from conversations.tokens import make_message_id
+from tests import factories
+from tests.ingest.conftest import compose
+
+
+def our_reply(conversation, *, to: str, message_id: str | None = None):
+    """An answer we sent in a conversation, as the outgoing helper stores it."""
+    message_id = message_id or make_message_id(conversation.public_id, "switchboard.test")
+    return factories.MessageFactory(
+        conversation=conversation, direction=Direction.OUT, message_id=message_id,
+        from_address=conversation.inbox.address, to=[{"name": "", "address": to}],
+    )
+
+
+def test_a_reply_to_our_answer_joins_the_conversation(inbox):
+    first = ingest_email(inbox, compose()).message
+    ours = our_reply(first.conversation, to="ada@example.com")
+
+    reply = ingest_email(inbox, compose(message_id="q2@example.com", in_reply_to=ours.message_id))
+
+    assert reply.message.conversation == first.conversation
+    assert reply.conversation_created is False
+
+
+def test_replies_of_different_people_to_one_mailing_stay_apart(inbox):
+    conversation = factories.ConversationFactory(inbox=inbox, contact__address="ada@example.com")
+    mailing = our_reply(conversation, to="ada@example.com")
+
+    ada = ingest_email(inbox, compose(sender="ada@example.com", message_id="a@x", in_reply_to=mailing.message_id))
+    bob = ingest_email(inbox, compose(sender="bob@example.com", message_id="b@x", in_reply_to=mailing.message_id))
+    eve = ingest_email(inbox, compose(sender="eve@example.com", message_id="e@x", in_reply_to=mailing.message_id))
+
+    assert ada.message.conversation == conversation
+    assert bob.conversation_created
+    assert eve.conversation_created
+    assert len({bob.message.conversation_id, eve.message.conversation_id, conversation.pk}) == 3
+    assert bob.message.conversation.contact.address == "bob@example.com"
+
+
+def test_our_signed_message_id_threads_even_when_not_stored_here(inbox):
+    conversation = factories.ConversationFactory(inbox=inbox, contact__address="ada@example.com")
+    never_stored = make_message_id(conversation.public_id, "switchboard.test")
+
+    reply = ingest_email(inbox, compose(in_reply_to=never_stored))
+
+    assert reply.message.conversation == conversation
+
+
+def test_a_forged_token_threads_nowhere(inbox):
+    conversation = factories.ConversationFactory(inbox=inbox, contact__address="ada@example.com")
+    forged = make_message_id(conversation.public_id, "switchboard.test").replace("sb.", "sb.0", 1)
+
+    reply = ingest_email(inbox, compose(in_reply_to=forged))
+
+    assert reply.conversation_created
+
+
+def test_a_subject_token_threads_a_message_without_references(inbox):
+    conversation = factories.ConversationFactory(inbox=inbox, contact__address="ada@example.com")
+
+    reply = ingest_email(inbox, compose(subject=f"Re: Your order {subject_token(conversation.public_id)}"))
+
+    assert reply.message.conversation == conversation
+
+
+def test_references_of_another_inbox_do_not_thread(inbox):
+    elsewhere = ingest_email(factories.InboxFactory(), compose(message_id="first@x")).message
+
+    reply = ingest_email(inbox, compose(message_id="second@x", in_reply_to="first@x"))
+
+    assert reply.conversation_created
+    assert reply.message.conversation != elsewhere.conversation
+
+
+def test_a_reply_to_a_recently_closed_conversation_reopens_it(inbox, agent_events, django_capture_on_commit_callbacks):
+    first = ingest_email(inbox, compose()).message
+    Conversation.objects.filter(pk=first.conversation_id).update(
+        status=ConversationStatus.CLOSED, closed_at=timezone.now() - timedelta(days=2)
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        reply = ingest_email(inbox, compose(message_id="q2@example.com", in_reply_to="q1@example.com"))
+
+    conversation = Conversation.objects.get(pk=first.conversation_id)
+    assert reply.reopened
+    assert conversation.status == ConversationStatus.OPEN
+    assert conversation.closed_at is None
+    assert [t for t, _ in agent_events()] == ["conversation.updated", "message.created"]
+
+
+def test_a_reply_long_after_closing_starts_a_linked_conversation(inbox, settings):
+    settings.REOPEN_WINDOW_DAYS = 7
+    first = ingest_email(inbox, compose()).message
+    Conversation.objects.filter(pk=first.conversation_id).update(
+        status=ConversationStatus.CLOSED, closed_at=timezone.now() - timedelta(days=8)
+    )
+
+    reply = ingest_email(inbox, compose(message_id="q2@example.com", in_reply_to="q1@example.com"))
+
+    assert reply.conversation_created
+    assert reply.message.conversation.previous_id == first.conversation_id
+    assert reply.message.conversation.status == ConversationStatus.OPEN
+    assert Conversation.objects.get(pk=first.conversation_id).status == ConversationStatus.CLOSED
+
+
+def test_agents_hear_of_a_new_conversation_only_after_commit(inbox, agent_events, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        result = ingest_email(inbox, compose())
+    assert agent_events() == []
+
+    for callback in callbacks:
+        callback()
+
+    ids = {"conversation": str(result.message.conversation.public_id)}
+    assert agent_events() == [
+        ("conversation.created", ids),
+        ("message.created", {**ids, "message": str(result.message.public_id)}),
+    ]
+
+
+def test_imported_history_is_archived_and_silent(inbox, agent_events, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        result = ingest_email(inbox, compose(), archive=True)
+
+    conversation = result.message.conversation
+    assert result.message.archived
+    assert conversation.archived
+    assert conversation.status == ConversationStatus.CLOSED
+    assert result.message.created_at.year == 2025  # placed at its Date, not at import time
+    assert agent_events() == []
