@@ -176,6 +176,16 @@ WHITENOISE_AUTOREFRESH = DEBUG
 SWITCHBOARD_MESSAGE_ID_DOMAIN = env_str("MESSAGE_ID_DOMAIN")
 MAX_MESSAGE_BYTES = env_int("MAX_MESSAGE_BYTES", 50 * 1024 * 1024)
 IMAP_TIMEOUT = env_int("IMAP_TIMEOUT", 30)
+# Extra CA certificates (a PEM file) trusted for mail servers, on top of the system store.
+MAIL_CA_FILE = env_str("MAIL_CA_FILE")
+# Polling: messages and bytes fetched per IMAP round trip, and the time one poll may take
+# before it stops and leaves the rest (the backlog) to the next poll.
+POLL_BATCH_SIZE = env_int("POLL_BATCH_SIZE", 50)
+POLL_BATCH_BYTES = env_int("POLL_BATCH_BYTES", 32 * 1024 * 1024)
+POLL_TIME_BUDGET_SECONDS = env_int("POLL_TIME_BUDGET_SECONDS", 120)
+# The per-inbox lock outlives the longest poll (the task's hard time limit) by a margin.
+POLL_LOCK_SECONDS = env_int("POLL_LOCK_SECONDS", CELERY_TASK_TIME_LIMIT + 60)
+POLL_BACKOFF_MAX_SECONDS = env_int("POLL_BACKOFF_MAX_SECONDS", 3600)
 SMTP_TIMEOUT = env_int("SMTP_TIMEOUT", 60)
 REOPEN_WINDOW_DAYS = env_int("REOPEN_WINDOW_DAYS", 14)
 DELIVERY_GIVE_UP_SECONDS = env_int("DELIVERY_GIVE_UP_SECONDS", 24 * 3600)
