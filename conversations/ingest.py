@@ -33,7 +33,7 @@ from conversations.models import (
     QuarantineStatus,
 )
 from conversations.parsing import ParsedEmail, parse_email, strip_reply_prefix
-from conversations.quarantine import describe_error, quarantine_message
+from conversations.quarantine import PlainWordsError, describe_error, quarantine_message
 from conversations.threading import (
     Action,
     KnownConversation,
@@ -56,6 +56,10 @@ INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
 SYNTHETIC_ID_DOMAIN = "synthetic.switchboard.invalid"
 UNKNOWN_SENDER = "unknown-sender@switchboard.invalid"
 _STORE_ATTEMPTS = 3
+
+
+class MessageTooLarge(PlainWordsError):
+    """A full message over the size limit was handed to ingest; it goes to the quarantine."""
 
 
 @dataclass
@@ -137,6 +141,13 @@ def discard_quarantined(quarantined_id: int) -> None:
 def _ingest(
     inbox: Inbox, raw: bytes, source: _Source, *, archive: bool, too_large: bool, size: int | None
 ) -> IngestResult:
+    limit = inbox.max_message_bytes or settings.MAX_MESSAGE_BYTES
+    if not too_large and len(raw) > limit:
+        # Every resource is bounded: a message this size is kept raw, not parsed in memory.
+        raise MessageTooLarge(
+            f"The message is {_size(len(raw))}, over the limit of {_size(limit)}; it was kept but not read. "
+            "Raise the inbox's size limit and retry it."
+        )
     own = frozenset(address.lower() for address in Inbox.objects.values_list("address", flat=True))
     parsed = parse_email(raw, own_addresses=own, headers_only=too_large)
     if too_large:
@@ -163,10 +174,14 @@ def _delete(files: list[FieldFile]) -> None:
         file.storage.delete(file.name)
 
 
+def _size(size: int) -> str:
+    return f"{size / 1_048_576:.1f} MB" if size >= 1_048_576 else f"{size:,} bytes"
+
+
 def _too_large_note(inbox: Inbox, size: int) -> str:
     limit = inbox.max_message_bytes or settings.MAX_MESSAGE_BYTES
     return (
-        f"This message is {size / 1_048_576:.1f} MB, over the limit of {limit / 1_048_576:.1f} MB; "
+        f"This message is {_size(size)}, over the limit of {_size(limit)}; "
         "it was not downloaded. Its headers are kept; read it in the mailbox itself."
     )
 

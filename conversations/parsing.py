@@ -205,7 +205,11 @@ def _date(value: str | None) -> datetime | None:
         parsed = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+    try:
+        # Year 1 at +01:00 parses, then overflows when the database wants it in UTC.
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
 
 
 def strip_reply_prefix(subject: str) -> str:

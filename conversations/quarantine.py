@@ -14,12 +14,18 @@ from conversations.models import QuarantinedMessage, QuarantineStatus
 from inboxes.models import Inbox
 
 
+class PlainWordsError(Exception):
+    """A refusal whose message is already written for a manager."""
+
+
 def describe_error(error: BaseException) -> str:
     """What went wrong, for a manager reading the quarantine list."""
     if isinstance(error, DataError):
         return f"The database refused a value taken from this message ({error})."
     if isinstance(error, IntegrityError):
         return f"Storing this message conflicted with data already stored ({error})."
+    if isinstance(error, PlainWordsError):
+        return str(error)
     detail = str(error) or type(error).__name__
     return f"This message could not be read or stored: {detail}"[:2000]
 
