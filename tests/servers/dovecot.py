@@ -132,6 +132,8 @@ class DovecotServer:
     """Start with `DovecotServer().start()`; stop with `.stop()`. Ports: imap, imaps, plain_only."""
 
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="switchboard-dovecot-")))
+    # Accounts made before start: the auth processes read them at once (see add_user).
+    accounts: int = 200
     instances: list[_Instance] = field(default_factory=list)
     ca_file: Path | None = None
 
@@ -140,7 +142,7 @@ class DovecotServer:
         self.root.chmod(0o755)  # the mail user must be able to reach its Maildir below it
         accounts = _accounts()
         self.ca_file, cert, key = make_certificate(self.root)
-        self.passwd_file.touch()
+        self.passwd_file.write_text("".join(f"{name}:{password}::::::\n" for name, password in self.account_list()))
         self.mail_root.mkdir(exist_ok=True)
         shutil.chown(self.mail_root, accounts["mail_uid"], accounts["mail_gid"])
         self.instances = [
@@ -201,7 +203,8 @@ disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_verbose = yes
 auth_failure_delay = 0
-login_trusted_networks =
+# Trusted: no auth penalty (growing delays after a failed login) for the tests' own failures.
+login_trusted_networks = 127.0.0.0/8
 default_login_user = {accounts["login"]}
 default_internal_user = {accounts["internal"]}
 mail_uid = {accounts["mail_uid"]}
@@ -256,11 +259,35 @@ service anvil {{
     def log(self, which: str = "main") -> str:
         return self._read_log(next(i for i in self.instances if i.name == which))
 
+    def account_list(self) -> list[tuple[str, str]]:
+        """The (username, password) of the accounts created before start."""
+        return [(f"user{n}@switchboard.test", f"secret-{n}") for n in range(self.accounts)]
+
     def add_user(self, username: str, password: str) -> None:
-        """Create (or replace) a mail account."""
+        """Create (or replace) a mail account after start. Slow: prefer the accounts of account_list()."""
         lines = [line for line in self.passwd_file.read_text().splitlines() if not line.startswith(f"{username}:")]
         lines.append(f"{username}:{password}::::::")
-        self.passwd_file.write_text("\n".join(lines) + "\n")
+        staged = self.passwd_file.with_suffix(".new")
+        staged.write_text("\n".join(lines) + "\n")
+        staged.replace(self.passwd_file)  # atomic: auth never reads a half-written file
+        # Each auth process re-reads the file when it notices a change, not always at once.
+        for port in (self.ports["starttls"], self.ports["none"]):
+            self._wait_for_login(port, username, password)
+
+    def _wait_for_login(self, port: int, username: str, password: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            imap = imaplib.IMAP4(HOST, port, timeout=10)
+            try:
+                imap.login(username, password)
+                return
+            except imaplib.IMAP4.error:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+            finally:
+                with contextlib.suppress(Exception):
+                    imap.logout()
 
     @contextlib.contextmanager
     def client(self, username: str, password: str) -> Iterator[imaplib.IMAP4]:
@@ -331,9 +358,6 @@ def dovecot() -> Iterator[DovecotServer]:
     server.stop()
 
 
-_user_counter = iter(range(1, 1_000_000))
-
-
 @dataclass
 class MailAccount:
     server: DovecotServer
@@ -353,10 +377,16 @@ class MailAccount:
         self.server.set_uidvalidity(self.username, value, folder)
 
 
+@pytest.fixture(scope="session")
+def _unused_accounts(dovecot) -> list[tuple[str, str]]:
+    return list(reversed(dovecot.account_list()))
+
+
 @pytest.fixture
-def mail_account(dovecot) -> MailAccount:
+def mail_account(dovecot, _unused_accounts) -> MailAccount:
     """A fresh, empty mailbox on the session's Dovecot."""
-    username = f"user{next(_user_counter)}-{os.getpid()}@switchboard.test"
-    password = f"pw-{username}"
-    dovecot.add_user(username, password)
-    return MailAccount(dovecot, username, password)
+    if _unused_accounts:
+        return MailAccount(dovecot, *_unused_accounts.pop())
+    username = f"extra{len(dovecot.account_list())}-{time.monotonic_ns()}@switchboard.test"
+    dovecot.add_user(username, "extra-secret")
+    return MailAccount(dovecot, username, "extra-secret")
