@@ -10,7 +10,6 @@ repaired, is written to `problems` instead of raising.
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,26 +19,16 @@ from email.parser import BytesParser
 
 from conversations.automatic import automatic_reason
 from conversations.charsets import clean_header, clean_text, decode_bytes, header_str
+from conversations.rawmail import ELIDED_MARK, Elisions, bound_headers, content_hash, elide_base64
 from conversations.sanitize import html_to_text, sanitize_html
 
-# Bounds. A single header field (a folded References can be long, 1 MB is not mail) and the
-# whole top-level header block; MIME nesting and the number of parts read.
-MAX_HEADER_FIELD_BYTES = 64 * 1024
-MAX_HEADER_BYTES = 512 * 1024
+# Bounds: MIME nesting and the number of parts read, ids kept from References.
 MAX_MIME_DEPTH = 32
 MAX_PARTS = 500
 MAX_REFERENCES = 100
 MAX_MESSAGE_ID_LENGTH = 900
 MAX_FILENAME_LENGTH = 255
 
-# Headers that make a message what it is. Trace headers added on delivery (Received,
-# Delivered-To, Return-Path, X-*) are left out, so one message saved twice hashes the same.
-_IDENTITY_HEADERS = (
-    "from", "sender", "to", "cc", "subject", "date", "message-id", "in-reply-to", "references",
-    "mime-version", "content-type", "content-transfer-encoding",
-)
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
-_FIELD_START = re.compile(rb"(?m)^(?=[^ \t\r\n])")
 _LINE_ENDS = re.compile(r"\r\n?")
 _NOT_BASE64 = re.compile(r"[^A-Za-z0-9+/=\s]")
 _ANGLE_ID = re.compile(r"<([^<>\s]+)>")
@@ -85,54 +74,6 @@ class ParsedEmail:
         for value in [*self.in_reply_to, *reversed(self.references)]:
             seen.setdefault(value, None)
         return list(seen)
-
-
-def split_head(raw: bytes) -> tuple[bytes, bytes]:
-    """The top-level header block and the body; a message without a blank line is all header."""
-    match = _HEAD_END.search(raw)
-    if match is None:
-        return raw, b""
-    return raw[:match.start()], raw[match.end():]
-
-
-def _fields(head: bytes) -> list[bytes]:
-    return [f for f in _FIELD_START.split(head) if f.strip()]
-
-
-def bound_headers(raw: bytes) -> tuple[bytes, list[str]]:
-    """Cut over-long header fields and drop fields past the block limit, before the parser sees them."""
-    head, body = split_head(raw)
-    if len(head) <= MAX_HEADER_FIELD_BYTES:
-        return raw, []
-    problems: list[str] = []
-    kept: list[bytes] = []
-    total = 0
-    for item in _fields(head):
-        name = item.split(b":", 1)[0][:60].decode("ascii", errors="replace")
-        if len(item) > MAX_HEADER_FIELD_BYTES:
-            problems.append(f"The {name} header was {len(item):,} bytes; only the first "
-                            f"{MAX_HEADER_FIELD_BYTES // 1024} KB were read.")
-            item = item[:MAX_HEADER_FIELD_BYTES].rstrip(b"\r\n") + b"\r\n"
-        if total + len(item) > MAX_HEADER_BYTES:
-            problems.append(f"The header block is over {MAX_HEADER_BYTES // 1024} KB; later headers were ignored.")
-            break
-        total += len(item)
-        kept.append(item if item.endswith(b"\n") else item + b"\r\n")
-    return b"".join(kept) + b"\r\n" + body, problems
-
-
-def content_hash(raw: bytes) -> str:
-    """SHA-256 of what makes the message itself: identity headers and the body, line ends normalised."""
-    head, body = split_head(raw)
-    digest = hashlib.sha256()
-    for item in _fields(head):
-        name, _, value = item.partition(b":")
-        name = name.strip().lower()
-        if name.decode("ascii", errors="replace") in _IDENTITY_HEADERS:
-            digest.update(name + b":" + b" ".join(value.split()) + b"\n")
-    digest.update(b"\n")
-    digest.update(body.replace(b"\r\n", b"\n").rstrip())
-    return digest.hexdigest()
 
 
 class _Headers:
@@ -224,12 +165,13 @@ def parse_email(raw: bytes, *, own_addresses: frozenset[str] = frozenset(), head
     `own_addresses` are our inboxes' addresses, lower-cased, for recognising our own mail.
     """
     bounded, problems = bound_headers(raw)
+    skeleton, elisions = (bounded, Elisions()) if headers_only else elide_base64(bounded)
     parser = BytesParser(policy=policy.compat32)
     try:
-        mime = parser.parsebytes(bounded, headersonly=headers_only)
+        mime = parser.parsebytes(skeleton, headersonly=headers_only)
         nested_too_deep = False
     except RecursionError:
-        mime = parser.parsebytes(bounded, headersonly=True)
+        mime = parser.parsebytes(skeleton, headersonly=True)
         nested_too_deep = True
         problems.append("The MIME structure is nested too deeply to read; the body is shown as raw text.")
     headers = _Headers(mime, problems)
@@ -250,7 +192,7 @@ def parse_email(raw: bytes, *, own_addresses: frozenset[str] = frozenset(), head
     if headers_only:
         text, html, attachments = "", "", []
     else:
-        text, html, attachments = read_body(mime, problems, raw_text=nested_too_deep)
+        text, html, attachments = read_body(mime, problems, elisions, raw_text=nested_too_deep)
     content_type = mime.get_content_type()
     reason = automatic_reason(
         headers.text, content_type=content_type, from_address=sender["address"], own_addresses=own_addresses
@@ -353,9 +295,10 @@ def _defects(part: MimeMessage, problems: list[str]) -> None:
 class _BodyReader:
     """Walks the MIME tree (iteratively, bounded) into text, raw HTML and attachments."""
 
-    def __init__(self, mime: MimeMessage, problems: list[str]) -> None:
+    def __init__(self, mime: MimeMessage, problems: list[str], elisions: Elisions) -> None:
         self.mime = mime
         self.problems = problems
+        self.elisions = elisions
         self.texts: list[str] = []
         self.htmls: list[str] = []
         self.attachments: list[ParsedPart] = []
@@ -375,6 +318,21 @@ class _BodyReader:
                 # One unreadable part must not cost the rest of the message; the raw file keeps it.
                 self.problems.append(f"A {part.get_content_type()} part could not be read ({error}); skipped.")
 
+    def set_aside(self, part: MimeMessage) -> bytes | None:
+        """For a leaf holding set-aside base64 (see conversations.rawmail): its decoded bytes when
+        it is one base64 run; otherwise the run is put back into the part and None returned."""
+        if not self.elisions:
+            return None
+        raw = _raw_payload(part)
+        if ELIDED_MARK not in raw:
+            return None
+        if str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "base64":
+            decoded = self.elisions.decode_exact(raw)
+            if decoded is not None:
+                return decoded
+        part.set_payload(self.elisions.restore(raw).decode("utf-8", errors="surrogateescape"))
+        return None
+
     def read_part(self, part: MimeMessage, depth: int) -> None:
         problems = self.problems
         _defects(part, problems)
@@ -384,26 +342,30 @@ class _BodyReader:
         if content_type.startswith("message/") and part is not self.mime:
             # Forwarded mail, delivery reports: kept whole, as attachments.
             name = filename or ("forwarded-message.eml" if content_type == "message/rfc822" else "")
-            self.attachments.append(ParsedPart(name, content_type, _embedded_message_bytes(part, problems)))
-        elif part.is_multipart():
+            embedded = self.elisions.restore(_embedded_message_bytes(part, problems))
+            self.attachments.append(ParsedPart(name, content_type, embedded))
+            return
+        if part.is_multipart():
             if depth >= MAX_MIME_DEPTH:
                 problems.append(f"MIME parts nested deeper than {MAX_MIME_DEPTH} levels were not read.")
                 return
             self.stack.extend((child, depth + 1) for child in reversed(part.get_payload()))
-        elif content_type.startswith("multipart/"):
+            return
+        decoded = self.set_aside(part)
+        if content_type.startswith("multipart/"):
             # Declared multipart, but the parser found no parts (no or wrong boundary): the
             # customer's words are in there somewhere, so show the raw text rather than nothing.
             problems.append("A multipart section has no readable parts; it is shown as raw text.")
             self.texts.append(decode_part_text(_raw_payload(part), _charset(part), problems))
         elif content_type in {"text/plain", "text/html"} and disposition != "attachment" and not filename:
-            payload = _payload(part, problems)
-            if _bad_base64(part):
+            payload = decoded if decoded is not None else _payload(part, problems)
+            if decoded is None and _bad_base64(part):
                 problems.append("A text part is marked base64 but is not; it is shown as sent.")
                 payload = _raw_payload(part)
             text = _LINE_ENDS.sub("\n", decode_part_text(payload, _charset(part), problems))
             (self.texts if content_type == "text/plain" else self.htmls).append(text)
         else:
-            payload = _payload(part, problems)
+            payload = decoded if decoded is not None else _payload(part, problems)
             if not payload and not filename:
                 return
             content_id = _content_id(part)
@@ -412,12 +374,12 @@ class _BodyReader:
 
 
 def read_body(
-    mime: MimeMessage, problems: list[str], *, raw_text: bool = False
+    mime: MimeMessage, problems: list[str], elisions: Elisions, *, raw_text: bool = False
 ) -> tuple[str, str, list[ParsedPart]]:
     """Text, raw (unsanitized) HTML and attachments of a parsed message."""
     if raw_text:
-        return decode_part_text(_raw_payload(mime), "utf-8", problems), "", []
-    reader = _BodyReader(mime, problems)
+        return decode_part_text(elisions.restore(_raw_payload(mime)), "utf-8", problems), "", []
+    reader = _BodyReader(mime, problems, elisions)
     reader.read()
     html = "\n".join(reader.htmls)
     # Previews and search need text, also for a message that only has HTML.
