@@ -244,6 +244,10 @@ def connect(inbox: Inbox) -> Iterator[ImapSession]:
     try:
         with classify("log in", username=inbox.imap_username):
             login(mailbox)
+            # imaplib keeps the capabilities of the greeting; servers list more after login (MOVE).
+            typ, data = mailbox.client.capability()
+            if typ == "OK" and data and data[-1]:
+                mailbox.client.capabilities = tuple(data[-1].decode().upper().split())
         yield session
     finally:
         session.close()

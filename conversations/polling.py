@@ -1,0 +1,280 @@
+"""poll_inbox: bring an inbox's new IMAP mail into conversations, exactly once, whatever fails.
+
+Per batch: fetch → ingest each message (its own transaction) → advance the cursor (a
+conditional UPDATE that never moves it backwards) → only then mark read or move on the server.
+A crash anywhere before the cursor moved means the next poll fetches the batch again, and
+ingest's dedup makes that harmless. One poller per inbox at a time, by a lock in Redis.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from config.redis import get_redis
+from conversations.ingest import IngestResult, ingest_email
+from conversations.locks import RedisLock
+from conversations.models import Message, QuarantinedMessage
+from inboxes import imap
+from inboxes.imap import FolderState, ImapSession, MessageInfo
+from inboxes.imap_errors import ImapError
+from inboxes.models import AfterImport, ConnectionStatus, HistoryImport, Inbox
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PollResult:
+    inbox_id: int
+    skipped: str = ""
+    fetched: int = 0
+    created: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    too_large: int = 0
+    history_imported: int = 0
+    uidvalidity: int | None = None
+    last_uid: int = 0
+    backlog: int = 0
+    error: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        if self.skipped:
+            return f"skipped: {self.skipped}"
+        text = (f"fetched {self.fetched}, new {self.created}, duplicates {self.duplicates}, "
+                f"quarantined {self.quarantined}, too large {self.too_large}, backlog {self.backlog}, "
+                f"last UID {self.last_uid}")
+        if self.history_imported:
+            text += f", history {self.history_imported}"
+        return f"{text}; error: {self.error}" if self.error else text
+
+
+def poll_inbox(inbox_id: int, *, max_messages: int | None = None) -> PollResult:
+    """Poll one inbox now. Returns what it did; a poll already running elsewhere means "skipped"."""
+    get_redis().delete(_queued_key(inbox_id))
+    lock = RedisLock(f"poll-inbox:{inbox_id}", settings.POLL_LOCK_SECONDS)
+    if not lock.acquire():
+        return PollResult(inbox_id, skipped="another poll of this inbox is running")
+    try:
+        inbox = Inbox.objects.filter(pk=inbox_id, active=True).first()
+        if inbox is None:
+            return PollResult(inbox_id, skipped="inbox missing or inactive")
+        return _poll(inbox, max_messages)
+    finally:
+        lock.release()
+
+
+def _poll(inbox: Inbox, max_messages: int | None) -> PollResult:
+    result = PollResult(inbox.pk)
+    deadline = time.monotonic() + settings.POLL_TIME_BUDGET_SECONDS
+    try:
+        with imap.connect(inbox) as session:
+            state = session.select(inbox.imap_folder)
+            result.uidvalidity = state.uidvalidity
+            _import_new(session, inbox, state, result, deadline, max_messages)
+            if inbox.history_cutoff and inbox.history_status in (HistoryImport.PENDING, HistoryImport.RUNNING):
+                _import_history(session, inbox, state, result, deadline)
+    except ImapError as error:
+        _record_failure(inbox, error)
+        result.error = str(error)
+        logger.warning("Polling %s failed: %s", inbox.address, error)
+    else:
+        inbox.mark_connected()
+        Inbox.objects.filter(pk=inbox.pk).update(backlog=result.backlog)
+    result.last_uid = Inbox.objects.values_list("last_uid", flat=True).get(pk=inbox.pk)
+    return result
+
+
+# --- new mail -------------------------------------------------------------------------------
+def _import_new(session: ImapSession, inbox: Inbox, state: FolderState, result: PollResult,
+                deadline: float, max_messages: int | None) -> None:
+    cursor = _sync_cursor(session, inbox, state)
+    uids = session.search("ALL", after_uid=cursor)
+    result.backlog = len(uids)
+    if max_messages is not None:
+        uids = uids[:max_messages]
+    total, done = result.backlog, 0
+    for chunk in _chunks(uids, settings.POLL_BATCH_SIZE):
+        for batch in _batches(session.fetch_info(chunk)):
+            committed = _import_batch(session, inbox, state, batch, result, archive=False)
+            _advance_cursor(inbox, state.uidvalidity, batch[-1].uid)
+            _after_import(session, inbox, committed)
+        # UIDs of the chunk that vanished (expunged) since the search are gone: step past them too.
+        _advance_cursor(inbox, state.uidvalidity, chunk[-1])
+        done += len(chunk)
+        result.backlog = total - done
+        if time.monotonic() > deadline:
+            return  # the rest is the backlog, for the next poll
+
+
+def _sync_cursor(session: ImapSession, inbox: Inbox, state: FolderState) -> int:
+    """The last UID imported, after choosing a start on the first poll or a new UIDVALIDITY."""
+    if inbox.uidvalidity == state.uidvalidity:
+        return inbox.last_uid
+    # First poll, or the server renumbered the folder (RFC 3501 2.3.1.1): choose, once, the
+    # first UID whose INTERNALDATE is on or after import_since and take it from there. After a
+    # renumbering that re-scans everything that was ever in scope; dedup drops what we have.
+    since = session.uids_since(inbox.import_since)
+    if since:
+        start = since[0].uid - 1
+    elif state.uidnext:
+        start = state.uidnext - 1  # everything present is older; anything newer gets a higher UID
+    else:
+        existing = session.search("ALL")
+        start = existing[-1] if existing else 0
+    if inbox.uidvalidity is not None:
+        logger.warning("UIDVALIDITY of %s changed from %s to %s: re-scanning the folder",
+                       inbox.address, inbox.uidvalidity, state.uidvalidity)
+    Inbox.objects.filter(pk=inbox.pk, uidvalidity=inbox.uidvalidity).update(
+        uidvalidity=state.uidvalidity, last_uid=start)
+    inbox.uidvalidity, inbox.last_uid = state.uidvalidity, start
+    return start
+
+
+def _advance_cursor(inbox: Inbox, uidvalidity: int, uid: int) -> None:
+    # Conditional: never backwards, and never for a UIDVALIDITY that is no longer current.
+    Inbox.objects.filter(pk=inbox.pk, uidvalidity=uidvalidity, last_uid__lt=uid).update(last_uid=uid)
+
+
+def _after_import(session: ImapSession, inbox: Inbox, uids: list[int]) -> None:
+    """Mark read or move what was committed. If this fails the mail stays as it was: nothing lost."""
+    if inbox.after_import == AfterImport.MARK_READ:
+        session.mark_seen(uids)
+    elif inbox.after_import == AfterImport.MOVE and inbox.after_import_folder:
+        session.move(uids, inbox.after_import_folder)
+
+
+# --- one batch --------------------------------------------------------------------------------
+def _import_batch(session: ImapSession, inbox: Inbox, state: FolderState, batch: list[MessageInfo],
+                  result: PollResult, *, archive: bool) -> list[int]:
+    """Fetch and ingest a batch in UID order; return the UIDs whose rows are committed."""
+    limit = inbox.max_message_bytes or settings.MAX_MESSAGE_BYTES
+    sizes = {info.uid: info.size for info in batch}
+    large = [info.uid for info in batch if info.size > limit]
+    headers = dict(session.fetch(large, headers_only=True))
+    committed = []
+    for uid, raw, too_large in _merge(session.fetch([i.uid for i in batch if i.size <= limit]), headers):
+        outcome = ingest_email(inbox, raw, imap_folder=state.name, imap_uidvalidity=state.uidvalidity,
+                               imap_uid=uid, archive=archive, too_large=too_large, size=sizes.get(uid))
+        del raw
+        _count(result, outcome, too_large)
+        committed.append(uid)
+    return committed
+
+
+def _merge(bodies: Iterator[tuple[int, bytes]], headers: dict[int, bytes]) -> Iterator[tuple[int, bytes, bool]]:
+    """Full messages and header-only ones, together in UID order (so replies follow their originals)."""
+    for uid, raw in bodies:
+        for small in sorted(u for u in headers if u < uid):
+            yield small, headers.pop(small), True
+        yield uid, raw, False
+    for uid in sorted(headers):
+        yield uid, headers[uid], True
+
+
+def _count(result: PollResult, outcome: IngestResult, too_large: bool) -> None:
+    result.fetched += 1
+    if outcome.quarantined is not None:
+        result.quarantined += 1
+    elif outcome.created:
+        result.created += 1
+        result.too_large += int(too_large)
+    else:
+        result.duplicates += 1
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    size = max(1, size)
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _batches(infos: list[MessageInfo]) -> Iterator[list[MessageInfo]]:
+    """Split by bytes too, so that a batch of big messages does not fill the worker's memory."""
+    batch: list[MessageInfo] = []
+    total = 0
+    for info in infos:
+        if batch and total + info.size > settings.POLL_BATCH_BYTES:
+            yield batch
+            batch, total = [], 0
+        batch.append(info)
+        total += info.size
+    if batch:
+        yield batch
+
+
+# --- history -------------------------------------------------------------------------------
+def _import_history(session: ImapSession, inbox: Inbox, state: FolderState, result: PollResult,
+                    deadline: float) -> None:
+    """Older mail back to history_cutoff, archived (stored, not routed), resumable across polls."""
+    cutoff = dt.datetime.combine(inbox.history_cutoff, dt.time.min, tzinfo=timezone.get_current_timezone())
+    in_range = [info for info in session.uids_since(cutoff) if info.internaldate < inbox.import_since]
+    stored = _stored_uids(inbox, state, [info.uid for info in in_range])
+    remaining = [info for info in in_range if info.uid not in stored]
+    total = len(in_range)
+    Inbox.objects.filter(pk=inbox.pk).update(
+        history_status=HistoryImport.RUNNING, history_total=total, history_done=total - len(remaining))
+    for chunk in _chunk_infos(remaining, settings.POLL_BATCH_SIZE):
+        if time.monotonic() > deadline:
+            return  # resumed by the next poll: what is stored is recognised by its UID
+        for batch in _batches(chunk):
+            _import_batch(session, inbox, state, batch, result, archive=True)
+            result.history_imported += len(batch)
+        Inbox.objects.filter(pk=inbox.pk).update(history_done=total - len(remaining) + result.history_imported)
+    Inbox.objects.filter(pk=inbox.pk).update(history_status=HistoryImport.DONE, history_done=total)
+
+
+def _chunk_infos(infos: list[MessageInfo], size: int) -> Iterator[list[MessageInfo]]:
+    for start in range(0, len(infos), max(1, size)):
+        yield infos[start:start + size]
+
+
+def _stored_uids(inbox: Inbox, state: FolderState, uids: list[int]) -> set[int]:
+    where = Q(inbox=inbox, imap_folder=state.name, imap_uidvalidity=state.uidvalidity, imap_uid__in=uids)
+    found = set(Message.objects.filter(where).values_list("imap_uid", flat=True))
+    return found | set(QuarantinedMessage.objects.filter(where).values_list("imap_uid", flat=True))
+
+
+# --- health and scheduling -------------------------------------------------------------------
+def _record_failure(inbox: Inbox, error: ImapError) -> None:
+    """Back off exponentially with jitter; a refused login or TLS failure also shows as an error."""
+    failures = inbox.consecutive_failures + 1
+    base = max(10, inbox.poll_interval)
+    delay = min(settings.POLL_BACKOFF_MAX_SECONDS, base * 2 ** min(failures - 1, 20))
+    delay = random.uniform(delay / 2, delay)  # jitter: inboxes on one server do not retry in step
+    now = timezone.now()
+    changes = {"consecutive_failures": failures, "next_poll_at": now + dt.timedelta(seconds=delay),
+               "last_error": str(error), "last_error_at": now, "last_poll_at": now}
+    if not error.transient:
+        changes["connection_status"] = ConnectionStatus.ERROR
+    Inbox.objects.filter(pk=inbox.pk).update(**changes)
+
+
+def list_due_inboxes(now: dt.datetime | None = None) -> list[int]:
+    """Active inboxes whose interval has elapsed (or that have a backlog) and whose backoff passed."""
+    now = now or timezone.now()
+    rows = (Inbox.objects.filter(active=True).exclude(imap_host="")
+            .filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now))
+            .values_list("pk", "last_poll_at", "poll_interval", "backlog"))
+    return [pk for pk, last, interval, backlog in rows
+            if last is None or backlog or last + dt.timedelta(seconds=interval) <= now]
+
+
+def claim_poll(inbox_id: int, seconds: int) -> bool:
+    """True once per inbox until its poll starts: beat does not pile up polls behind a busy queue."""
+    return bool(get_redis().set(_queued_key(inbox_id), "1", nx=True, ex=max(1, seconds)))
+
+
+def _queued_key(inbox_id: int) -> str:
+    return f"switchboard:poll-queued:{inbox_id}"

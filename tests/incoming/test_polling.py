@@ -1,0 +1,150 @@
+"""Polling a real Dovecot: every message once, threads as conversations, the server's flags respected."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from conversations.models import Conversation, Message
+from conversations.polling import poll_inbox
+from inboxes.models import AfterImport, ConnectionStatus, Security
+from tests.incoming.conftest import email, threads
+
+
+def test_appended_mail_becomes_threaded_conversations_once(db, make_inbox, mail_account, security):
+    inbox = make_inbox(security)
+    mail_account.append(threads(4, replies=2))
+
+    first = poll_inbox(inbox.pk)
+    second = poll_inbox(inbox.pk)
+
+    assert (first.created, first.error) == (12, "")
+    assert Message.objects.filter(inbox=inbox).count() == 12
+    assert Conversation.objects.filter(inbox=inbox).count() == 4
+    assert sorted(c.messages.count() for c in Conversation.objects.filter(inbox=inbox)) == [3, 3, 3, 3]
+    assert (second.fetched, second.created) == (0, 0)
+    inbox.refresh_from_db()
+    assert inbox.connection_status == ConnectionStatus.CONNECTED
+    assert inbox.last_uid == 12
+    assert inbox.last_successful_poll_at is not None
+
+
+def test_mail_that_arrives_later_is_picked_up_after_the_cursor(db, make_inbox, mail_account, security):
+    inbox = make_inbox(security)
+    mail_account.append(threads(1, replies=0, prefix="Early"))
+    poll_inbox(inbox.pk)
+
+    mail_account.append(threads(2, replies=0, prefix="Later"))
+    result = poll_inbox(inbox.pk)
+
+    assert result.created == 2
+    assert set(Message.objects.filter(inbox=inbox).values_list("subject", flat=True)) == {
+        "Early 0", "Later 0", "Later 1"}
+
+
+def test_mail_read_in_another_client_before_the_poll_is_still_imported(db, make_inbox, mail_account, security):
+    inbox = make_inbox(security)
+    uids = mail_account.append(threads(3, replies=0))
+    mail_account.mark_read(uids)
+
+    result = poll_inbox(inbox.pk)
+
+    assert result.created == 3
+    assert all(r"\Seen" in flags for flags in mail_account.flags().values())
+
+
+def test_a_changed_uidvalidity_loses_nothing_and_duplicates_nothing(db, make_inbox, mail_account, security):
+    inbox = make_inbox(security)
+    mail_account.append(threads(3, replies=1, prefix="Before"))
+    poll_inbox(inbox.pk)
+    inbox.refresh_from_db()
+    old = inbox.uidvalidity
+
+    mail_account.set_uidvalidity(old + 1000)
+    mail_account.append(threads(2, replies=0, prefix="After"))
+    result = poll_inbox(inbox.pk)
+
+    inbox.refresh_from_db()
+    assert inbox.uidvalidity == old + 1000
+    assert (result.created, result.duplicates) == (2, 6)
+    subjects = list(Message.objects.filter(inbox=inbox).values_list("subject", flat=True))
+    assert len(subjects) == len(set(subjects)) == 8
+
+
+def test_leave_keeps_the_server_flags_as_they_were(db, make_inbox, mail_account, security):
+    inbox = make_inbox(security, after_import=AfterImport.LEAVE)
+    mail_account.append(threads(2, replies=0))
+
+    poll_inbox(inbox.pk)
+
+    assert Message.objects.filter(inbox=inbox).count() == 2
+    assert not any(r"\Seen" in flags for flags in mail_account.flags().values())
+
+
+def test_mark_read_sets_seen_only_after_import(db, make_inbox, mail_account):
+    inbox = make_inbox(Security.STARTTLS, after_import=AfterImport.MARK_READ)
+    mail_account.append(threads(2, replies=0))
+
+    poll_inbox(inbox.pk)
+
+    assert Message.objects.filter(inbox=inbox).count() == 2
+    assert all(r"\Seen" in flags for flags in mail_account.flags().values())
+
+
+def test_move_puts_imported_mail_in_the_folder_and_deletes_nothing(db, make_inbox, mail_account):
+    inbox = make_inbox(Security.IMPLICIT_TLS, after_import=AfterImport.MOVE, after_import_folder="Done")
+    mail_account.append(threads(3, replies=0))
+
+    first = poll_inbox(inbox.pk)
+    second = poll_inbox(inbox.pk)
+
+    assert (first.created, first.error, second.fetched) == (3, "", 0)
+    assert mail_account.flags("INBOX") == {}
+    assert len(mail_account.flags("Done")) == 3
+
+
+def test_an_oversized_message_is_recorded_once_with_its_headers(db, make_inbox, mail_account, security):
+    inbox = make_inbox(security, max_message_bytes=20_000)
+    big = email("Huge logs", body="x" * 60_000)
+    mail_account.append([bytes(big), *threads(1, replies=0)])
+
+    first = poll_inbox(inbox.pk)
+    mail_account.append(threads(1, replies=0, prefix="Next"))
+    second = poll_inbox(inbox.pk)
+
+    assert (first.created, first.too_large) == (2, 1)
+    assert (second.fetched, second.too_large) == (1, 0)
+    message = Message.objects.get(inbox=inbox, subject="Huge logs")
+    assert message.too_large
+    assert "x" * 1000 not in message.text
+
+
+def test_the_first_poll_skips_mail_older_than_import_since(db, make_inbox, mail_account, security):
+    now = dt.datetime.now(dt.UTC)
+    mail_account.append(threads(2, replies=0, prefix="Old"), when=now - dt.timedelta(days=3))
+    inbox = make_inbox(security, import_since=now - dt.timedelta(minutes=1))
+    mail_account.append(threads(1, replies=0, prefix="New"))
+
+    poll_inbox(inbox.pk)
+
+    assert list(Message.objects.filter(inbox=inbox).values_list("subject", flat=True)) == ["New 0"]
+
+
+def test_history_import_brings_older_mail_in_archive_mode_with_progress(db, make_inbox, mail_account, security):
+    now = dt.datetime.now(dt.UTC)
+    mail_account.append(threads(1, replies=0, prefix="Ancient"), when=now - dt.timedelta(days=100))
+    mail_account.append(threads(3, replies=1, prefix="Old"), when=now - dt.timedelta(days=10))
+    inbox = make_inbox(security, import_since=now - dt.timedelta(minutes=1),
+                       history_cutoff=(now - dt.timedelta(days=30)).date(), history_status="pending")
+    mail_account.append(threads(1, replies=0, prefix="New"))
+
+    result = poll_inbox(inbox.pk)
+
+    inbox.refresh_from_db()
+    assert (inbox.history_status, inbox.history_total, inbox.history_done) == ("done", 6, 6)
+    assert result.history_imported == 6
+    archived = Message.objects.filter(inbox=inbox, archived=True)
+    assert archived.count() == 6
+    assert not archived.filter(subject__startswith="New").exists()
+    assert Message.objects.filter(inbox=inbox, subject="New 0", archived=False).exists()
+    assert not Message.objects.filter(inbox=inbox, subject__startswith="Ancient").exists()
+    assert poll_inbox(inbox.pk).fetched == 0
