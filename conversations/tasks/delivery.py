@@ -14,7 +14,7 @@ from conversations import acknowledgements, delivery
 _SCHEDULE_RETRIES_WITHIN = dt.timedelta(minutes=15)
 
 
-@shared_task(name="conversations.deliver_message")
+@shared_task(name="conversations.deliver_message", ignore_result=True)  # nobody reads it; saves a Redis write
 def deliver_message(message_id: int) -> str:
     # Connections are kept per worker process: consecutive replies skip the TLS handshake and login.
     outcome = delivery.deliver_message(message_id, reuse_connection=True)
@@ -31,6 +31,6 @@ def sweep_deliveries() -> dict[str, int]:
     return {"due": len(result.due), "requeued": len(result.requeued), "uncertain": len(result.uncertain)}
 
 
-@shared_task(name="conversations.acknowledge_new_conversation")
+@shared_task(name="conversations.acknowledge_new_conversation", ignore_result=True)
 def acknowledge_new_conversation(message_id: int) -> str:
     return acknowledgements.acknowledge_new_conversation(message_id).reason
