@@ -19,6 +19,7 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, InterfaceError, InternalError, OperationalError, ProgrammingError, transaction
 from django.db.models import Q
 from django.db.models.fields.files import FieldFile
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from conversations.events import publish
@@ -160,6 +161,7 @@ def _ingest(
         except IntegrityError:
             # Another process stored this message (or its contact) between our look and our
             # insert; the unique constraint decided. Look again: it is a duplicate now.
+            logger.info("Lost an insert race for %s in inbox %s; looking again", parsed.message_id, inbox.pk)
             _delete(written)
             if attempt == _STORE_ATTEMPTS - 1:
                 raise
@@ -217,7 +219,7 @@ def _store(
     written.append(message.raw)
     message.save()
     _save_attachments(message, parsed, written)
-    if not archive:
+    if not archive and not created_conversation:
         Conversation.objects.filter(pk=conversation.pk, last_message_at__lt=when).update(last_message_at=when)
         _publish(conversation, message, created_conversation, choice.action == Action.REOPEN)
     return IngestResult(
@@ -230,24 +232,31 @@ def _synthetic_id(parsed: ParsedEmail) -> str:
     return f"{parsed.content_hash}@{SYNTHETIC_ID_DOMAIN}"
 
 
+def _stored(inbox: Inbox, message_id: str) -> Message | None:
+    # No ORDER BY: the unique (inbox, message_id) index answers directly.
+    return next(iter(Message.objects.filter(inbox=inbox, message_id=message_id).order_by()[:1]), None)
+
+
 def _dedup(inbox: Inbox, parsed: ParsedEmail) -> tuple[Message | None, str, bool]:
     """(the stored copy of this message or None, the message_id to store it under, conflict)."""
     synthetic = _synthetic_id(parsed)
-    if parsed.message_id:
-        existing = Message.objects.filter(inbox=inbox, message_id=parsed.message_id).first()
-        if existing is None:
-            return None, parsed.message_id, False
-        # Our own sent message coming back (a copy in the inbox) and a header-only record of
-        # an oversized message are that message, whatever the bytes say.
-        if existing.content_hash == parsed.content_hash or existing.direction == Direction.OUT or existing.too_large:
-            return existing, parsed.message_id, False
-        return Message.objects.filter(inbox=inbox, message_id=synthetic).first(), synthetic, True
-    return Message.objects.filter(inbox=inbox, message_id=synthetic).first(), synthetic, False
+    if not parsed.message_id:
+        return _stored(inbox, synthetic), synthetic, False
+    existing = _stored(inbox, parsed.message_id)
+    if existing is None:
+        return None, parsed.message_id, False
+    # Our own sent message coming back (a copy in the inbox) and a header-only record of an
+    # oversized message are that message, whatever the bytes say.
+    if existing.content_hash == parsed.content_hash or existing.direction == Direction.OUT or existing.too_large:
+        return existing, parsed.message_id, False
+    return _stored(inbox, synthetic), synthetic, True
 
 
 def _contact(parsed: ParsedEmail) -> Contact:
     address = parsed.from_address or UNKNOWN_SENDER
-    contact = Contact.objects.filter(address__iexact=address).first()
+    # LOWER(address) = …, the expression of the unique index, so the lookup is an index lookup.
+    same_address = Contact.objects.annotate(address_lower=Lower("address")).filter(address_lower=address.lower())
+    contact = next(iter(same_address.order_by()[:1]), None)
     if contact is not None:
         if not contact.name and parsed.from_name:
             Contact.objects.filter(pk=contact.pk).update(name=parsed.from_name)
@@ -257,7 +266,14 @@ def _contact(parsed: ParsedEmail) -> Contact:
             return Contact.objects.create(address=address, name=parsed.from_name)
     except IntegrityError:
         # The same customer wrote to two inboxes at once: the other insert won.
-        return Contact.objects.get(address__iexact=address)
+        return same_address.get()
+
+
+# What threading needs of a conversation: loading only this keeps the lookups cheap.
+_CONVERSATION_FIELDS = (
+    "conversation__public_id", "conversation__status", "conversation__closed_at",
+    "conversation__last_message_at", "conversation__contact__address",
+)
 
 
 def _known(conversation: Conversation) -> KnownConversation:
@@ -285,6 +301,8 @@ def _choose(inbox: Inbox, parsed: ParsedEmail, *, now, archive: bool) -> ThreadC
             Message.objects.filter(inbox=inbox)
             .filter(Q(message_id__in=ids) | Q(header_message_id__in=ids))
             .select_related("conversation__contact")
+            .only("message_id", "header_message_id", "direction", "from_address", "to", "cc", *_CONVERSATION_FIELDS)
+            .order_by()
         )
         for row in rows:
             entry = KnownMessage(_known(row.conversation), _participants(row))
@@ -296,6 +314,7 @@ def _choose(inbox: Inbox, parsed: ParsedEmail, *, now, archive: bool) -> ThreadC
     by_public_id = {
         c.public_id: _known(c)
         for c in Conversation.objects.filter(inbox=inbox, public_id__in=tokens.values()).select_related("contact")
+        .only(*(f.removeprefix("conversation__") for f in _CONVERSATION_FIELDS)).order_by()
     } if tokens else {}
     token_conversations = {i: by_public_id[p] for i, p in tokens.items() if p in by_public_id}
     subject_conversation = None
