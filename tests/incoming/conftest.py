@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
@@ -31,13 +32,26 @@ def make_inbox(dovecot, mail_account):
     """An Inbox row that reads `mail_account` over the given security mode."""
 
     def make(security: Security = Security.IMPLICIT_TLS, **fields):
-        fields.setdefault("import_since", dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
-        return factories.InboxFactory(
-            imap_host=dovecot.host, imap_port=dovecot.ports[security], imap_security=security,
-            imap_username=mail_account.username, imap_secret=mail_account.password, **fields,
-        )
+        values = {
+            "imap_host": dovecot.host, "imap_port": dovecot.ports[security], "imap_security": security,
+            "imap_username": mail_account.username, "imap_secret": mail_account.password,
+            "import_since": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5),
+        }
+        return factories.InboxFactory(**{**values, **fields})
 
     return make
+
+
+def wait_for(read, done, timeout: float = 30.0, interval: float = 0.05):
+    """Poll `read()` until `done(value)`; return the value. For logs and other processes' work."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while not done(value):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting after {timeout}s; last value: {value!r}"[:2000])
+        time.sleep(interval)
+        value = read()
+    return value
 
 
 def worker_env(dovecot, **extra: str) -> dict[str, str]:
