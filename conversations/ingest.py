@@ -219,8 +219,9 @@ def _store(
     written.append(message.raw)
     message.save()
     _save_attachments(message, parsed, written)
-    if not archive and not created_conversation:
-        Conversation.objects.filter(pk=conversation.pk, last_message_at__lt=when).update(last_message_at=when)
+    if not archive:
+        if not created_conversation:
+            Conversation.objects.filter(pk=conversation.pk, last_message_at__lt=when).update(last_message_at=when)
         _publish(conversation, message, created_conversation, choice.action == Action.REOPEN)
     return IngestResult(
         message=message, created=True, conversation_created=created_conversation,

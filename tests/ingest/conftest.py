@@ -45,34 +45,50 @@ def compose(
     return ("\r\n".join(lines) + "\r\n" + extra + "\r\n" + body + "\r\n").encode()
 
 
-@pytest.fixture
-def agent_events(inbox, settings):
-    """What an agent of the inbox's department hears on the real channel layer: a function that
-    returns the (type, payload) pairs received since the last call."""
-    channel = f"test-agent-{uuid.uuid4().hex}"
-    group = department_group(inbox.department_id)
+class AgentEvents:
+    """What an agent of one department hears on the real channel layer.
 
-    def layer() -> RedisChannelLayer:
+    Receiving never gives up half-way (a cancelled channels_redis receive can swallow the next
+    message), so "nothing was sent" is shown with a marker: send one, then the marker must be
+    the next thing heard.
+    """
+
+    MARK = "test.mark"
+
+    def __init__(self, group: str, config: dict) -> None:
+        self.group = group
+        self.channel = f"test-agent-{uuid.uuid4().hex}"
+        self.config = config
+
+    async def _with_layer(self, action):
         # A layer per call: each async_to_sync runs its own event loop, and a layer's receive
         # buffers belong to the loop that first used them.
-        return RedisChannelLayer(**settings.CHANNEL_LAYERS["default"]["CONFIG"])
-
-    async def drain() -> list[dict]:
-        own = layer()
-        received = []
+        layer = RedisChannelLayer(**self.config)
         try:
-            while True:
-                received.append(await asyncio.wait_for(own.receive(channel), timeout=0.5))
-        except TimeoutError:
-            return received
+            return await action(layer)
         finally:
-            await own.close_pools()
+            await layer.close_pools()
 
-    async def membership(join: bool) -> None:
-        own = layer()
-        await (own.group_add if join else own.group_discard)(group, channel)
-        await own.close_pools()
+    def join(self) -> None:
+        async_to_sync(self._with_layer)(lambda layer: layer.group_add(self.group, self.channel))
 
-    async_to_sync(membership)(True)
-    yield lambda: [(event["type"], event["payload"]) for event in async_to_sync(drain)()]
-    async_to_sync(membership)(False)
+    def leave(self) -> None:
+        async_to_sync(self._with_layer)(lambda layer: layer.group_discard(self.group, self.channel))
+
+    def mark(self) -> None:
+        message = {"type": self.MARK, "payload": {}}
+        async_to_sync(self._with_layer)(lambda layer: layer.group_send(self.group, message))
+
+    def receive(self, count: int) -> list[tuple[str, dict]]:
+        async def take(layer: RedisChannelLayer) -> list[dict]:
+            return [await asyncio.wait_for(layer.receive(self.channel), timeout=10) for _ in range(count)]
+
+        return [(event["type"], event["payload"]) for event in async_to_sync(self._with_layer)(take)]
+
+
+@pytest.fixture
+def agent_events(inbox, settings):
+    events = AgentEvents(department_group(inbox.department_id), settings.CHANNEL_LAYERS["default"]["CONFIG"])
+    events.join()
+    yield events
+    events.leave()
