@@ -4,13 +4,16 @@ Parsing and the choice of conversation are pure (conversations.parsing, conversa
 this module loads what they need and saves what they decided. Bad content never raises: it goes
 to the quarantine. Infrastructure errors (database down, disk full) do raise, so the caller does
 not move its IMAP cursor past a message that was not stored.
+
+Files (the raw message, attachments) are written inside the transaction, before the rows; when
+the transaction fails they are deleted. A process killed in between can leave an orphan file,
+never a row without its file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -34,7 +37,7 @@ from conversations.models import (
     QuarantineStatus,
 )
 from conversations.parsing import ParsedEmail, parse_email, strip_reply_prefix
-from conversations.quarantine import PlainWordsError, describe_error, quarantine_message
+from conversations.quarantine import PlainWordsError, describe_error, format_details, quarantine_message
 from conversations.threading import (
     Action,
     KnownConversation,
@@ -123,7 +126,7 @@ def retry_quarantined(quarantined_id: int) -> IngestResult:
         raise
     except Exception as error:
         row.error = describe_error(error)
-        row.details = "".join(traceback.format_exception(error))
+        row.details = format_details(error)
         row.save(update_fields=["error", "details"])
         return IngestResult(quarantined=row)
     QuarantinedMessage.objects.filter(pk=row.pk).update(

@@ -216,7 +216,7 @@ def parse_email(raw: bytes, *, own_addresses: frozenset[str] = frozenset(), head
         is_automatic=bool(reason),
         automatic_reason=reason[:255],
         content_hash=content_hash(raw),
-        problems=list(dict.fromkeys(problems)),
+        problems=list(dict.fromkeys(clean_text(problem) for problem in problems)),
     )
 
 

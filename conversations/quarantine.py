@@ -10,6 +10,7 @@ from typing import Any
 from django.core.files.base import ContentFile
 from django.db import DataError, IntegrityError, transaction
 
+from conversations.charsets import clean_text
 from conversations.models import QuarantinedMessage, QuarantineStatus
 from inboxes.models import Inbox
 
@@ -21,13 +22,18 @@ class PlainWordsError(Exception):
 def describe_error(error: BaseException) -> str:
     """What went wrong, for a manager reading the quarantine list."""
     if isinstance(error, DataError):
-        return f"The database refused a value taken from this message ({error})."
+        return clean_text(f"The database refused a value taken from this message ({error}).")
     if isinstance(error, IntegrityError):
-        return f"Storing this message conflicted with data already stored ({error})."
+        return clean_text(f"Storing this message conflicted with data already stored ({error}).")
     if isinstance(error, PlainWordsError):
         return str(error)
-    detail = str(error) or type(error).__name__
+    detail = clean_text(str(error)) or type(error).__name__
     return f"This message could not be read or stored: {detail}"[:2000]
+
+
+def format_details(error: BaseException) -> str:
+    """The traceback, safe to store (an error may quote the hostile bytes it choked on)."""
+    return clean_text("".join(traceback.format_exception(error)))
 
 
 def quarantine_message(
@@ -56,7 +62,7 @@ def quarantine_message(
         raw_sha256=sha256,
         raw_size=size or len(raw),
         error=describe_error(error),
-        details="".join(traceback.format_exception(error)),
+        details=format_details(error),
         imap_folder=imap_folder,
         imap_uidvalidity=imap_uidvalidity,
         imap_uid=imap_uid,

@@ -143,3 +143,13 @@ def test_imported_history_is_archived_and_silent(inbox, agent_events, django_cap
     assert result.message.created_at.year == 2025  # placed at its Date, not at import time
     agent_events.mark()
     assert agent_events.receive(1) == [("test.mark", {})]
+
+
+def test_a_reply_moves_its_conversation_to_the_top(inbox):
+    first = ingest_email(inbox, compose()).message
+    Conversation.objects.filter(pk=first.conversation_id).update(last_message_at=timezone.now() - timedelta(hours=5))
+
+    reply = ingest_email(inbox, compose(message_id="q2@example.com", in_reply_to="q1@example.com")).message
+
+    conversation = Conversation.objects.get(pk=first.conversation_id)
+    assert conversation.last_message_at == reply.created_at
