@@ -15,6 +15,7 @@ from tests.fixtures.hostile.generate import big_cases
 
 HOSTILE = Path(__file__).resolve().parent.parent / "fixtures" / "hostile"
 UNSAFE = re.compile("[\x00\ud800-\udfff]")
+STORAGE_KEY = re.compile(r"(raw/\d{4}/\d\d/\d\d/[0-9a-f]{32}\.eml|attachments/\d{4}/\d\d/\d\d/[0-9a-f]{32})")
 
 
 def corpus() -> dict[str, bytes]:
@@ -50,6 +51,9 @@ def test_every_hostile_message_is_stored_or_quarantined(inbox, media_root, tmp_p
 
     assert len(outcomes) == len(corpus())
     assert files_under(tmp_path) - files_under(media_root) == outside_before
+    # Every stored file has a key of ours; no sender's name became a path.
+    for path in files_under(media_root):
+        assert STORAGE_KEY.fullmatch(path.relative_to(media_root).as_posix()), path
     for attachment in Attachment.objects.all():
         assert Path(attachment.file.path).resolve().is_relative_to(media_root.resolve())
         assert not UNSAFE.search(attachment.filename)
