@@ -140,3 +140,16 @@ def test_a_quarantined_message_is_listed_for_managers(client, people):
 
     assert "Could not parse: broken boundary" in response.content.decode()
     assert row.inbox.address in response.content.decode()
+
+
+def test_manager_reads_the_error_and_the_traceback_on_the_change_page(client, people, oversized):
+    _, result = oversized
+    client.force_login(people.manager)
+
+    page = client.get(reverse("admin:conversations_quarantinedmessage_change", args=[result.quarantined.pk]))
+
+    content = page.content.decode()
+    assert page.status_code == 200
+    assert "over the limit of 1,000 bytes" in content
+    assert "MessageTooLarge" in content
+    assert reverse("admin:conversations_quarantinedmessage_raw", args=[result.quarantined.pk]) in content
