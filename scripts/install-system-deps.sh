@@ -3,7 +3,10 @@
 set -euo pipefail
 
 need=()
-command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd dovecot-core)
+# The tests' IMAP server: Dovecot's core (dovecot, doveadm) and its IMAP processes.
+{ command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ]; } && command -v doveadm >/dev/null 2>&1 \
+  || need+=(dovecot-core)
+[ -x /usr/lib/dovecot/imap ] && [ -x /usr/lib/dovecot/imap-login ] || need+=(dovecot-imapd)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if [ ${#need[@]} -eq 0 ]; then
