@@ -11,6 +11,7 @@ import binascii
 import codecs
 import re
 import unicodedata
+from functools import lru_cache
 
 # Labels seen in real mail mapped to the codec that decodes what senders actually meant:
 # mail clients label text with the base charset and then use the vendor's superset.
@@ -51,7 +52,7 @@ _HEADER_UNSAFE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 _SPACES = re.compile(r"\s+")
 
 # How much of a body charset guessing looks at: enough to be right, cheap on big parts.
-DETECT_SAMPLE_BYTES = 16 * 1024
+DETECT_SAMPLE_BYTES = 4 * 1024
 # Charsets tried for unlabelled or mislabelled 8-bit text, the most common in mail first (ties go
 # to the earlier one). Detectors trained on long text (charset-normalizer) guess wildly on the
 # short bodies and headers of mail, so we score plausible readings ourselves.
@@ -100,9 +101,11 @@ def _mostly_utf8(payload: bytes) -> str | None:
     return text if multibyte and broken * 20 <= multibyte else None
 
 
-def _script(ch: str) -> str:
+@lru_cache(maxsize=8192)
+def _char_class(ch: str) -> tuple[str, str, bool]:
+    """(Unicode category, script, is kana) — cached: a text repeats few distinct characters."""
     first = unicodedata.name(ch, "?").split(" ", 1)[0]
-    return "CJK" if first in _KANA else first
+    return unicodedata.category(ch), "CJK" if first in _KANA else first, first in _KANA
 
 
 def _plausibility(text: str) -> float:
@@ -118,12 +121,11 @@ def _plausibility(text: str) -> float:
             previous = ch
             continue
         total += 1
-        category = unicodedata.category(ch)
+        category, script, kana = _char_class(ch)
         following = text[index + 1] if index + 1 < len(text) else ""
         if category.startswith("L"):
-            script = _script(ch)
             scripts[script] = scripts.get(script, 0) + 1
-            score += 1.5 if unicodedata.name(ch, "?").split(" ", 1)[0] in _KANA else 1
+            score += 1.5 if kana else 1
             beside_ascii_letter = (previous.isascii() and previous.isalpha()) or (
                 following.isascii() and following.isalpha()
             )

@@ -25,6 +25,8 @@ from conversations.sanitize import html_to_text, sanitize_html
 # Bounds: MIME nesting and the number of parts read, ids kept from References.
 MAX_MIME_DEPTH = 32
 MAX_PARTS = 500
+# Text parts decoded into the body (bounds charset guessing); later ones stay in the raw file.
+MAX_TEXT_PARTS = 50
 MAX_REFERENCES = 100
 MAX_MESSAGE_ID_LENGTH = 900
 MAX_FILENAME_LENGTH = 255
@@ -358,6 +360,9 @@ class _BodyReader:
             problems.append("A multipart section has no readable parts; it is shown as raw text.")
             self.texts.append(decode_part_text(_raw_payload(part), _charset(part), problems))
         elif content_type in {"text/plain", "text/html"} and disposition != "attachment" and not filename:
+            if len(self.texts) + len(self.htmls) >= MAX_TEXT_PARTS:
+                problems.append(f"Text parts after the first {MAX_TEXT_PARTS} are only in the raw message.")
+                return
             payload = decoded if decoded is not None else _payload(part, problems)
             if decoded is None and _bad_base64(part):
                 problems.append("A text part is marked base64 but is not; it is shown as sent.")

@@ -177,6 +177,7 @@ def test_automatic_mail_is_flagged(hostile, name, reason):
         ("nested_50_deep", "nested deeper than 32 levels"),
         ("nested_2000_deep", "nested too deeply to read"),
         ("parts_1200", "more than 500 MIME parts"),
+        ("parts_1200", "Text parts after the first 50 are only in the raw message."),
         ("very_long_message_id", "too long"),
         ("broken_boundary", "no readable parts"),
     ],
