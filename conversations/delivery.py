@@ -70,10 +70,12 @@ def deliver_message(message_id: int, *, reuse_connection: bool = False) -> Outco
         return Outcome("not claimed")
     if message.next_attempt_at and message.next_attempt_at > now:
         return Outcome("not claimed", "not due yet", retry_at=message.next_attempt_at)
+    # Waiting is not a status change: the message stays queued (never dropped) with a later time.
+    if not message.inbox.active:
+        return _defer(message, now + dt.timedelta(minutes=5), "the inbox is inactive")
     wait_until = _over_hourly_cap(message, now)
     if wait_until is not None:
-        Message.objects.filter(pk=message.pk, delivery_status=DeliveryStatus.QUEUED).update(next_attempt_at=wait_until)
-        return Outcome("deferred", "hourly sending limit reached", retry_at=wait_until)
+        return _defer(message, wait_until, "hourly sending limit reached")
 
     # The claim: only one worker moves this row, at this attempt count, out of queued.
     claimed = Message.objects.filter(
@@ -105,6 +107,11 @@ def deliver_message(message_id: int, *, reuse_connection: bool = False) -> Outco
     if outcome.status == DeliveryStatus.SENT and message.inbox.save_to_sent:
         _save_to_sent(message)
     return outcome
+
+
+def _defer(message: Message, until: dt.datetime, reason: str) -> Outcome:
+    Message.objects.filter(pk=message.pk, delivery_status=DeliveryStatus.QUEUED).update(next_attempt_at=until)
+    return Outcome("deferred", reason, retry_at=until)
 
 
 def _send(message: Message, history: list[dict[str, Any]], reuse_connection: bool) -> Outcome:

@@ -260,11 +260,11 @@ def _store_note(conversation: Conversation, author: Agent | None, text: str) -> 
 
 
 def _publish_created(message: Message) -> None:
+    # The initial "queued" rides on message.created; message.status events announce changes.
     conversation = message.conversation
-    ids = {"conversation": str(conversation.public_id), "message": str(message.public_id)}
-    publish("message.created", conversation.department_id, ids)
-    if message.delivery_status:
-        publish("message.status", conversation.department_id, {**ids, "status": message.delivery_status})
+    payload = {"conversation": str(conversation.public_id), "message": str(message.public_id),
+               "kind": message.kind, "status": message.delivery_status}
+    publish("message.created", conversation.department_id, payload)
 
 
 def enqueue_delivery(message_id: int) -> None:

@@ -65,13 +65,15 @@ class SendResult:
 # Connections
 # ---------------------------------------------------------------------------
 def tls_context(verify: bool) -> ssl.SSLContext:
-    """Verification is on unless the inbox opted out; SMTP_CA_FILE adds a CA to trust."""
+    """The system's trust store plus MAIL_CA_FILE and SMTP_CA_FILE; no verification only when the inbox opted out."""
+    context = ssl.create_default_context()
+    for ca_file in {getattr(settings, "MAIL_CA_FILE", ""), getattr(settings, "SMTP_CA_FILE", "")}:
+        if ca_file:
+            context.load_verify_locations(cafile=ca_file)
     if not verify:
-        context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        return context
-    return ssl.create_default_context(cafile=getattr(settings, "SMTP_CA_FILE", "") or None)
+    return context
 
 
 class _Tracking:

@@ -250,7 +250,7 @@ def test_starttls_required_but_not_offered_fails_before_any_plaintext_login(smtp
 
 def test_an_untrusted_certificate_is_refused_unless_the_inbox_opts_out(smtp_server_factory, inbox_for,
                                                                        customer_thread, settings):
-    settings.SMTP_CA_FILE = ""  # only the system store: our test CA is unknown to it
+    settings.SMTP_CA_FILE = settings.MAIL_CA_FILE = ""  # only the system store: our test CA is unknown to it
     server = smtp_server_factory(security="ssl")
     inbox = inbox_for(server)
     conversation, _ = customer_thread(inbox)
@@ -284,6 +284,30 @@ def test_an_hourly_cap_delays_replies_without_dropping_them(smtp_server, inbox_f
         data_sent_at=timezone.now() - dt.timedelta(hours=2))
     _time_passes(last)
     assert delivery.deliver_message(last.pk).status == DeliveryStatus.SENT
+
+
+def test_the_sweeper_leaves_a_delivery_in_progress_alone(smtp_server, inbox_for, customer_thread):
+    conversation, _ = customer_thread(inbox_for(smtp_server))
+    message = queue_reply(conversation, text="in flight")
+    type(message).objects.filter(pk=message.pk).update(delivery_status="sending", sending_started_at=timezone.now())
+
+    sweep = delivery.sweep_deliveries()
+
+    message.refresh_from_db()
+    assert message.delivery_status == DeliveryStatus.SENDING
+    assert sweep.requeued == sweep.uncertain == sweep.due == []
+
+
+def test_an_inactive_inbox_keeps_its_replies_queued(smtp_server, inbox_for, customer_thread):
+    conversation, _ = customer_thread(inbox_for(smtp_server, active=False))
+    message = queue_reply(conversation, text="wait for it")
+
+    assert delivery.deliver_message(message.pk).status == "deferred"
+
+    message.refresh_from_db()
+    assert message.delivery_status == DeliveryStatus.QUEUED
+    assert message.next_attempt_at > timezone.now()
+    assert smtp_server.received == []
 
 
 def _time_passes(message) -> None:

@@ -34,8 +34,9 @@ def test_a_committed_reply_is_delivered_by_a_worker_and_the_agent_hears_of_it(
     wait_until(lambda: _status(message) == DeliveryStatus.SENT, timeout=60)
     assert len(server.wait_for(1)) == 1
     events = event_ear.receive_all(timeout=2)
-    statuses = [e["payload"]["status"] for e in events if e["type"] == "message.status"]
-    assert statuses == ["queued", "sending", "sent"]
+    assert [(e["type"], e["payload"]["status"]) for e in events] == [
+        ("message.created", "queued"), ("message.status", "sending"), ("message.status", "sent")]
+    assert {e["payload"]["message"] for e in events} == {str(message.public_id)}
 
 
 def test_a_worker_killed_before_the_data_left_is_recovered_and_sends_once(
