@@ -310,7 +310,9 @@ def _choose(inbox: Inbox, parsed: ParsedEmail, *, now, archive: bool) -> ThreadC
             .only("message_id", "header_message_id", "direction", "from_address", "to", "cc", *_CONVERSATION_FIELDS)
             .order_by()
         )
-        for row in rows:
+        # A message stored under its own id wins over one that only carries it in its header
+        # (the second of two messages sharing a Message-ID).
+        for row in sorted(rows, key=lambda r: r.message_id not in ids):
             entry = KnownMessage(_known(row.conversation), _participants(row))
             for key in (row.message_id, row.header_message_id):
                 if key in ids:

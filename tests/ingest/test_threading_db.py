@@ -153,3 +153,13 @@ def test_a_reply_moves_its_conversation_to_the_top(inbox):
 
     conversation = Conversation.objects.get(pk=first.conversation_id)
     assert conversation.last_message_at == reply.created_at
+
+
+def test_a_reply_to_a_shared_message_id_joins_the_message_stored_under_it(inbox):
+    original = ingest_email(inbox, compose(message_id="same@x", body="First")).message
+    for _ in range(3):  # different messages reusing the id, flagged as conflicts
+        ingest_email(inbox, compose(message_id="same@x", body=f"Other {_}", subject=f"Other {_}"))
+
+    reply = ingest_email(inbox, compose(message_id="reply@x", in_reply_to="same@x")).message
+
+    assert reply.conversation_id == original.conversation_id
