@@ -64,9 +64,12 @@ def backoff_seconds(attempt: int) -> float:
 def deliver_message(message_id: int, *, reuse_connection: bool = False) -> Outcome:
     """Claim one queued, due message and send it. Harmless to call twice: the second finds nothing."""
     now = timezone.now()
-    message = (Message.objects.select_related("inbox", "conversation")
-               .filter(pk=message_id, direction=Direction.OUT, kind=MessageKind.EMAIL).first())
-    if message is None or message.delivery_status != DeliveryStatus.QUEUED:
+    try:
+        message = Message.objects.select_related("inbox", "conversation").get(
+            pk=message_id, direction=Direction.OUT, kind=MessageKind.EMAIL)
+    except Message.DoesNotExist:
+        return Outcome("not claimed")
+    if message.delivery_status != DeliveryStatus.QUEUED:
         return Outcome("not claimed")
     if message.next_attempt_at and message.next_attempt_at > now:
         return Outcome("not claimed", "not due yet", retry_at=message.next_attempt_at)

@@ -73,6 +73,15 @@ def test_a_second_delivery_finds_nothing_to_claim(smtp_server, inbox_for, custom
     assert len(smtp_server.received) == 1
 
 
+def test_a_delivery_costs_five_queries(smtp_server, inbox_for, customer_thread, django_assert_num_queries):
+    conversation, _ = customer_thread(inbox_for(smtp_server))
+    message = queue_reply(conversation, text="Cheap")
+
+    # Load, claim, attachments, data_sent_at just before the data, the outcome.
+    with django_assert_num_queries(5):
+        delivery.deliver_message(message.pk)
+
+
 def test_a_5xx_fails_with_the_servers_words_and_says_so(
         smtp_server_factory, inbox_for, customer_thread, event_ear, django_capture_on_commit_callbacks):
     server = smtp_server_factory(behaviour=Behaviour(data_reply="554 5.7.1 Message rejected as spam"))
