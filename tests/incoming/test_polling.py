@@ -148,3 +148,19 @@ def test_history_import_brings_older_mail_in_archive_mode_with_progress(db, make
     assert Message.objects.filter(inbox=inbox, subject="New 0", archived=False).exists()
     assert not Message.objects.filter(inbox=inbox, subject__startswith="Ancient").exists()
     assert poll_inbox(inbox.pk).fetched == 0
+
+
+def test_a_backlog_after_an_outage_comes_in_uid_order_over_bounded_polls(db, make_inbox, mail_account, settings):
+    settings.POLL_BATCH_SIZE = 3
+    settings.POLL_TIME_BUDGET_SECONDS = 0  # each poll stops after its first batch
+    inbox = make_inbox(Security.NONE)
+    uids = mail_account.append(threads(7, replies=0))
+
+    results = [poll_inbox(inbox.pk) for _ in range(3)]
+
+    assert [r.created for r in results] == [3, 3, 1]
+    assert [r.backlog for r in results] == [4, 1, 0]
+    stored = list(Message.objects.filter(inbox=inbox).order_by("id").values_list("imap_uid", flat=True))
+    assert stored == uids
+    inbox.refresh_from_db()
+    assert (inbox.backlog, inbox.last_uid) == (0, uids[-1])
