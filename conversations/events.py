@@ -2,11 +2,17 @@
 
 Groups: `department.<id>` for agents of a department, `managers` for managers.
 Payloads carry public ids and a small dict; clients fetch details over HTTP.
+
+Publishing never makes the caller wait for Redis: each process has one event loop on a
+daemon thread and one queue, drained in order, so events reach the layer in the order they
+were published. `flush()` waits until everything published so far has been sent; it runs at
+process exit too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import threading
@@ -19,54 +25,94 @@ logger = logging.getLogger(__name__)
 
 MANAGERS_GROUP = "managers"
 SEND_TIMEOUT_SECONDS = 5.0
+QUEUE_LIMIT = 10_000  # past this (Redis down for long), new events are dropped and logged
 
 
 def department_group(department_id: int) -> str:
     return f"department.{department_id}"
 
 
-class _EventLoopThread:
-    """One event loop per process, on a daemon thread, that all sync callers share.
+class _Publisher:
+    """A per-process event loop thread with an ordered queue of (groups, message) to send.
 
     `async_to_sync` would build a new loop per call, and channels-redis keeps its connection
-    pools per loop: every event then paid for a fresh Redis connection (~13 ms under load).
-    The pid check gives each forked Celery child a loop of its own.
+    pools per loop: every event then paid for a new Redis connection (~13 ms under load) and
+    the caller waited for it. The pid check gives each forked Celery child its own loop.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue | None = None
         self._pid: int | None = None
 
-    def get(self) -> asyncio.AbstractEventLoop:
+    def _start(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue]:
         with self._lock:
             if self._loop is None or self._pid != os.getpid() or self._loop.is_closed():
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="switchboard-events", daemon=True).start()
-                self._loop, self._pid = loop, os.getpid()
-            return self._loop
+                queue = asyncio.run_coroutine_threadsafe(self._make_queue(), loop).result(SEND_TIMEOUT_SECONDS)
+                asyncio.run_coroutine_threadsafe(self._drain(queue), loop)
+                self._loop, self._queue, self._pid = loop, queue, os.getpid()
+            return self._loop, self._queue
+
+    @staticmethod
+    async def _make_queue() -> asyncio.Queue:
+        return asyncio.Queue(maxsize=QUEUE_LIMIT)
+
+    @staticmethod
+    async def _drain(queue: asyncio.Queue) -> None:
+        while True:
+            groups, message = await queue.get()
+            try:
+                layer = get_channel_layer()
+                for group in groups:
+                    await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT_SECONDS)
+            except Exception:
+                # The row is committed and clients re-fetch on reconnect: a lost push is not lost data.
+                logger.exception("Could not publish %s", message.get("event"))
+            finally:
+                queue.task_done()
+
+    def submit(self, groups: tuple[str, ...], message: dict[str, Any]) -> None:
+        loop, queue = self._start()
+
+        def put() -> None:
+            try:
+                queue.put_nowait((groups, message))
+            except asyncio.QueueFull:
+                logger.error("Event queue full; dropped %s", message.get("event"))
+
+        loop.call_soon_threadsafe(put)
+
+    def flush(self, timeout: float = SEND_TIMEOUT_SECONDS) -> None:
+        if self._loop is None or self._pid != os.getpid() or self._loop.is_closed():
+            return
+
+        async def settle() -> None:
+            await asyncio.sleep(0)  # let put() callbacks queued before this one run first
+            await self._queue.join()
+
+        try:
+            asyncio.run_coroutine_threadsafe(settle(), self._loop).result(timeout)
+        except TimeoutError:
+            logger.warning("Events still unsent after %.0f s", timeout)
 
 
-_loop_thread = _EventLoopThread()
-
-
-async def _group_send(layer: Any, groups: tuple[str, ...], message: dict[str, Any]) -> None:
-    for group in groups:
-        await layer.group_send(group, message)
+_publisher = _Publisher()
+atexit.register(_publisher.flush)
 
 
 def _send(event_type: str, department_id: int, payload: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    if layer is None:
+    if get_channel_layer() is None:
         return
     message = {"type": event_type, "event": event_type, "payload": payload}
-    groups = (department_group(department_id), MANAGERS_GROUP)
-    try:
-        future = asyncio.run_coroutine_threadsafe(_group_send(layer, groups, message), _loop_thread.get())
-        future.result(timeout=SEND_TIMEOUT_SECONDS)
-    except Exception:
-        # The row is committed and clients re-fetch on reconnect: a lost push is not lost data.
-        logger.exception("Could not publish %s for department %s", event_type, department_id)
+    _publisher.submit((department_group(department_id), MANAGERS_GROUP), message)
+
+
+def flush(timeout: float = SEND_TIMEOUT_SECONDS) -> None:
+    """Wait until every event this process published has reached the channel layer."""
+    _publisher.flush(timeout)
 
 
 def publish(event_type: str, department_id: int, payload: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels_redis.core import RedisChannelLayer
 
-from conversations.events import department_group
+from conversations.events import department_group, flush
 from tests import factories
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -76,6 +76,7 @@ class AgentEvents:
         async_to_sync(self._with_layer)(lambda layer: layer.group_discard(self.group, self.channel))
 
     def mark(self) -> None:
+        flush()  # everything the code under test published goes out before the marker
         message = {"type": self.MARK, "payload": {}}
         async_to_sync(self._with_layer)(lambda layer: layer.group_send(self.group, message))
 
