@@ -67,9 +67,10 @@ class SendResult:
 def tls_context(verify: bool) -> ssl.SSLContext:
     """The system's trust store plus MAIL_CA_FILE and SMTP_CA_FILE; no verification only when the inbox opted out."""
     context = ssl.create_default_context()
-    for ca_file in {getattr(settings, "MAIL_CA_FILE", ""), getattr(settings, "SMTP_CA_FILE", "")}:
-        if ca_file:
-            context.load_verify_locations(cafile=ca_file)
+    # In a fixed order, each file once: SMTP_CA_FILE first, as the more specific of the two.
+    ca_files = (getattr(settings, "SMTP_CA_FILE", ""), getattr(settings, "MAIL_CA_FILE", ""))
+    for ca_file in dict.fromkeys(name for name in ca_files if name):
+        context.load_verify_locations(cafile=ca_file)
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

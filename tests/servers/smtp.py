@@ -62,7 +62,9 @@ def make_certificates(directory: Path) -> TestCertificates:
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Switchboard test CA")])
+    # A name of its own: OpenSSL finds issuers by name, and the Dovecot fixture has a test CA too;
+    # were both trusted under one name, it could check our certificate against the wrong key.
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Switchboard SMTP test CA {os.urandom(4).hex()}")])
     ca_cert = (
         x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
         .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
