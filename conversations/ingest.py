@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, InterfaceError, InternalError, OperationalError, ProgrammingError, transaction
-from django.db.models import Q
 from django.db.models.fields.files import FieldFile
-from django.db.models.functions import Lower
 from django.utils import timezone
 
 from conversations.events import publish
+from conversations.lookups import Lookups, known_conversation, own_addresses, sender_address, synthetic_id
 from conversations.models import (
     Attachment,
     Contact,
@@ -41,13 +41,11 @@ from conversations.quarantine import PlainWordsError, describe_error, format_det
 from conversations.threading import (
     Action,
     KnownConversation,
-    KnownMessage,
     ThreadChoice,
     choose_conversation,
     find_subject_token,
     subject_token_range,
 )
-from conversations.tokens import conversation_from_message_id
 from inboxes.models import Inbox
 
 logger = logging.getLogger(__name__)
@@ -56,9 +54,6 @@ logger = logging.getLogger(__name__)
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError, InterfaceError, InternalError, ProgrammingError, OSError, MemoryError,
 )
-# RFC 2606 reserves .invalid: these ids and addresses can never clash with real ones.
-SYNTHETIC_ID_DOMAIN = "synthetic.switchboard.invalid"
-UNKNOWN_SENDER = "unknown-sender@switchboard.invalid"
 _STORE_ATTEMPTS = 3
 
 
@@ -76,10 +71,18 @@ class IngestResult:
 
 
 @dataclass(frozen=True)
-class _Source:
-    folder: str = ""
-    uidvalidity: int | None = None
-    uid: int | None = None
+class IncomingEmail:
+    """One message for `ingest_batch`: raw bytes and where they came from.
+
+    `too_large`: `raw` holds only the headers of a message of `size` bytes that was not fetched.
+    """
+
+    raw: bytes
+    imap_folder: str = ""
+    imap_uidvalidity: int | None = None
+    imap_uid: int | None = None
+    too_large: bool = False
+    size: int | None = None
 
 
 def ingest_email(
@@ -98,16 +101,64 @@ def ingest_email(
     `too_large`: `raw` holds only the headers of a message of `size` bytes that was not fetched.
     `archive`: imported history — stored in an archived conversation, no events.
     """
-    source = _Source(imap_folder, imap_uidvalidity, imap_uid)
+    item = IncomingEmail(raw, imap_folder, imap_uidvalidity, imap_uid, too_large, size)
+    return next(ingest_batch(inbox, [item], archive=archive))[1]
+
+
+def ingest_batch(
+    inbox: Inbox, items: Iterable[IncomingEmail], *, archive: bool = False
+) -> Iterator[tuple[IncomingEmail, IngestResult]]:
+    """Store messages in order, each in its own transaction, yielding each once it is committed.
+
+    What the messages need of stored rows (dedup, threading, contacts) is loaded once for the
+    batch (conversations.lookups) instead of once per message. An infrastructure error raises
+    out of the iteration: what was yielded before it is committed, the rest is not.
+    """
+    own = own_addresses()
+    pending: list[tuple[IncomingEmail, ParsedEmail | Exception] | None] = []
+    for item in items:
+        pending.append((item, _parse(inbox, item, own)))
+    lookups = Lookups(inbox, [parsed for _item, parsed in pending if isinstance(parsed, ParsedEmail)])
+    for index, entry in enumerate(pending):
+        pending[index] = None  # a stored message's bytes and parts need not outlive its turn
+        item, parsed = entry
+        yield item, _ingest_one(inbox, item, parsed, lookups, archive=archive)
+
+
+def _parse(inbox: Inbox, item: IncomingEmail, own: frozenset[str]) -> ParsedEmail | Exception:
+    """The parsed message, or the error that sends it to the quarantine."""
+    limit = inbox.max_message_bytes or settings.MAX_MESSAGE_BYTES
     try:
-        return _ingest(inbox, raw, source, archive=archive, too_large=too_large, size=size)
+        if not item.too_large and len(item.raw) > limit:
+            # Every resource is bounded: a message this size is kept raw, not parsed in memory.
+            raise MessageTooLarge(
+                f"The message is {_size(len(item.raw))}, over the limit of {_size(limit)}; it was kept but "
+                "not read. Raise the inbox's size limit and retry it."
+            )
+        parsed = parse_email(item.raw, own_addresses=own, headers_only=item.too_large)
     except INFRASTRUCTURE_ERRORS:
         raise
     except Exception as error:
-        logger.warning("Quarantined a message of inbox %s (UID %s): %s", inbox.pk, imap_uid, error)
+        return error
+    if item.too_large:
+        parsed.text = _too_large_note(inbox, item.size or len(item.raw))
+    return parsed
+
+
+def _ingest_one(
+    inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail | Exception, lookups: Lookups, *, archive: bool
+) -> IngestResult:
+    try:
+        if isinstance(parsed, Exception):
+            raise parsed
+        return _store_with_retries(inbox, item, parsed, lookups, archive=archive)
+    except INFRASTRUCTURE_ERRORS:
+        raise
+    except Exception as error:
+        logger.warning("Quarantined a message of inbox %s (UID %s): %s", inbox.pk, item.imap_uid, error)
         row = quarantine_message(
-            inbox, raw, error, imap_folder=imap_folder, imap_uidvalidity=imap_uidvalidity, imap_uid=imap_uid,
-            size=size,
+            inbox, item.raw, error, imap_folder=item.imap_folder, imap_uidvalidity=item.imap_uidvalidity,
+            imap_uid=item.imap_uid, size=item.size,
         )
         return IngestResult(quarantined=row)
 
@@ -119,9 +170,12 @@ def retry_quarantined(quarantined_id: int) -> IngestResult:
         return IngestResult(message=row.message, quarantined=row)
     with row.raw.open("rb") as handle:
         raw = handle.read()
-    source = _Source(row.imap_folder, row.imap_uidvalidity, row.imap_uid)
+    item = IncomingEmail(raw, row.imap_folder, row.imap_uidvalidity, row.imap_uid, size=row.raw_size)
     try:
-        result = _ingest(row.inbox, raw, source, archive=False, too_large=False, size=row.raw_size)
+        parsed = _parse(row.inbox, item, own_addresses())
+        if isinstance(parsed, Exception):
+            raise parsed
+        result = _store_with_retries(row.inbox, item, parsed, Lookups(row.inbox, [parsed]), archive=False)
     except INFRASTRUCTURE_ERRORS:
         raise
     except Exception as error:
@@ -142,35 +196,31 @@ def discard_quarantined(quarantined_id: int) -> None:
     )
 
 
-def _ingest(
-    inbox: Inbox, raw: bytes, source: _Source, *, archive: bool, too_large: bool, size: int | None
+def _store_with_retries(
+    inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail, lookups: Lookups, *, archive: bool
 ) -> IngestResult:
-    limit = inbox.max_message_bytes or settings.MAX_MESSAGE_BYTES
-    if not too_large and len(raw) > limit:
-        # Every resource is bounded: a message this size is kept raw, not parsed in memory.
-        raise MessageTooLarge(
-            f"The message is {_size(len(raw))}, over the limit of {_size(limit)}; it was kept but not read. "
-            "Raise the inbox's size limit and retry it."
-        )
-    own = frozenset(address.lower() for address in Inbox.objects.values_list("address", flat=True))
-    parsed = parse_email(raw, own_addresses=own, headers_only=too_large)
-    if too_large:
-        parsed.text = _too_large_note(inbox, size or len(raw))
+    batch = lookups
     for attempt in range(_STORE_ATTEMPTS):
         written: list[FieldFile] = []
         try:
             with transaction.atomic():
-                return _store(inbox, raw, parsed, source, written, archive=archive, too_large=too_large, size=size)
+                result, stored = _store(inbox, item, parsed, lookups, written, archive=archive)
         except IntegrityError:
             # Another process stored this message (or its contact) between our look and our
-            # insert; the unique constraint decided. Look again: it is a duplicate now.
+            # insert; the unique constraint decided. Look again, in the database: it is a
+            # duplicate now (or the contact exists).
             logger.info("Lost an insert race for %s in inbox %s; looking again", parsed.message_id, inbox.pk)
             _delete(written)
             if attempt == _STORE_ATTEMPTS - 1:
                 raise
+            lookups = Lookups(inbox, [parsed])
+            continue
         except BaseException:
             _delete(written)  # the rows rolled back; their files must not linger
             raise
+        if stored is not None:
+            batch.remember(*stored)  # committed: later messages of the batch see it
+        return result
     raise AssertionError("unreachable")
 
 
@@ -192,18 +242,22 @@ def _too_large_note(inbox: Inbox, size: int) -> str:
 
 
 def _store(
-    inbox: Inbox, raw: bytes, parsed: ParsedEmail, source: _Source, written: list[FieldFile], *,
-    archive: bool, too_large: bool, size: int | None,
-) -> IngestResult:
-    duplicate, message_id, conflict = _dedup(inbox, parsed)
+    inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail, lookups: Lookups, written: list[FieldFile], *,
+    archive: bool,
+) -> tuple[IngestResult, tuple[Message, KnownConversation, Contact] | None]:
+    """The rows of one message, inside its transaction; also what the batch should remember."""
+    duplicate, message_id, conflict = _dedup(lookups, parsed)
     if duplicate is not None:
-        return IngestResult(message=duplicate, created=False)
-    contact = _contact(parsed)
+        return IngestResult(message=duplicate, created=False), None
+    contact = _contact(lookups, parsed)
     now = timezone.now()
     when = (parsed.date or now) if archive else now
-    choice = _choose(inbox, parsed, now=now, archive=archive)
-    conversation, created_conversation = _conversation(inbox, contact, parsed, choice, when=when, archive=archive)
+    choice = _choose(inbox, lookups, parsed, now=now, archive=archive)
+    conversation, known, choice = _conversation(inbox, contact, lookups, parsed, choice, now=now, when=when,
+                                                archive=archive)
+    created_conversation = choice.action == Action.NEW
     problems = parsed.problems + (["Another message of this inbox has the same Message-ID."] if conflict else [])
+    raw = item.raw
     message = Message(
         conversation=conversation, inbox=inbox, direction=Direction.IN,
         message_id=message_id, header_message_id=parsed.message_id or "",
@@ -213,118 +267,56 @@ def _store(
         from_address=parsed.from_address, from_name=parsed.from_name,
         to=parsed.to, cc=parsed.cc, bcc=parsed.bcc, reply_to=parsed.reply_to,
         subject=parsed.subject, text=parsed.text, html=parsed.html, sent_at=parsed.date, created_at=when,
-        raw_sha256=hashlib.sha256(raw).hexdigest(), raw_size=size or len(raw), content_hash=parsed.content_hash,
-        is_automatic=parsed.is_automatic, automatic_reason=parsed.automatic_reason, too_large=too_large,
+        raw_sha256=hashlib.sha256(raw).hexdigest(), raw_size=item.size or len(raw),
+        content_hash=parsed.content_hash, is_automatic=parsed.is_automatic,
+        automatic_reason=parsed.automatic_reason, too_large=item.too_large,
         parse_problems="\n".join(problems), archived=archive,
-        imap_folder=source.folder, imap_uidvalidity=source.uidvalidity, imap_uid=source.uid,
+        imap_folder=item.imap_folder, imap_uidvalidity=item.imap_uidvalidity, imap_uid=item.imap_uid,
     )
     message.raw.save("message.eml", ContentFile(raw), save=False)
     written.append(message.raw)
-    message.save()
+    message.save(force_insert=True)
     _save_attachments(message, parsed, written)
+    reopened = choice.action == Action.REOPEN
     if not archive:
-        if not created_conversation:
-            Conversation.objects.filter(pk=conversation.pk, last_message_at__lt=when).update(last_message_at=when)
-        _publish(conversation, message, created_conversation, choice.action == Action.REOPEN)
-    return IngestResult(
-        message=message, created=True, conversation_created=created_conversation,
-        reopened=choice.action == Action.REOPEN,
+        _publish(conversation, message, created_conversation, reopened)
+    result = IngestResult(
+        message=message, created=True, conversation_created=created_conversation, reopened=reopened,
     )
+    return result, (message, known, contact)
 
 
-def _synthetic_id(parsed: ParsedEmail) -> str:
-    return f"{parsed.content_hash}@{SYNTHETIC_ID_DOMAIN}"
-
-
-def _stored(inbox: Inbox, message_id: str) -> Message | None:
-    # No ORDER BY: the unique (inbox, message_id) index answers directly. Only the columns dedup
-    # reads: most messages are new, and building a 50-column SELECT for nothing costs.
-    rows = Message.objects.filter(inbox=inbox, message_id=message_id).order_by()
-    return next(iter(rows.only("pk", "message_id", "content_hash", "direction", "too_large")[:1]), None)
-
-
-def _dedup(inbox: Inbox, parsed: ParsedEmail) -> tuple[Message | None, str, bool]:
+def _dedup(lookups: Lookups, parsed: ParsedEmail) -> tuple[Message | None, str, bool]:
     """(the stored copy of this message or None, the message_id to store it under, conflict)."""
-    synthetic = _synthetic_id(parsed)
+    synthetic = synthetic_id(parsed)
     if not parsed.message_id:
-        return _stored(inbox, synthetic), synthetic, False
-    existing = _stored(inbox, parsed.message_id)
+        return lookups.stored(synthetic), synthetic, False
+    existing = lookups.stored(parsed.message_id)
     if existing is None:
         return None, parsed.message_id, False
     # Our own sent message coming back (a copy in the inbox) and a header-only record of an
     # oversized message are that message, whatever the bytes say.
     if existing.content_hash == parsed.content_hash or existing.direction == Direction.OUT or existing.too_large:
         return existing, parsed.message_id, False
-    return _stored(inbox, synthetic), synthetic, True
+    return lookups.stored(synthetic), synthetic, True
 
 
-def _contact(parsed: ParsedEmail) -> Contact:
-    address = parsed.from_address or UNKNOWN_SENDER
-    # LOWER(address) = …, the expression of the unique index, so the lookup is an index lookup.
-    same_address = Contact.objects.annotate(address_lower=Lower("address")).filter(address_lower=address.lower())
-    contact = next(iter(same_address.order_by()[:1]), None)
-    if contact is not None:
-        if not contact.name and parsed.from_name:
-            Contact.objects.filter(pk=contact.pk).update(name=parsed.from_name)
-        return contact
-    try:
-        with transaction.atomic():
-            return Contact.objects.create(address=address, name=parsed.from_name)
-    except IntegrityError:
-        # The same customer wrote to two inboxes at once: the other insert won.
-        return same_address.get()
+def _contact(lookups: Lookups, parsed: ParsedEmail) -> Contact:
+    contact = lookups.contact(sender_address(parsed))
+    if contact is None:
+        # No savepoint: when the same customer wrote to two inboxes at once and the other insert
+        # won, the IntegrityError rolls this message back and the retry finds that contact.
+        return Contact.objects.create(address=sender_address(parsed), name=parsed.from_name)
+    if not contact.name and parsed.from_name:
+        Contact.objects.filter(pk=contact.pk).update(name=parsed.from_name)
+        contact = Contact(pk=contact.pk, address=contact.address, name=parsed.from_name,
+                          created_at=contact.created_at)
+    return contact
 
 
-# What threading needs of a conversation: loading only this keeps the lookups cheap.
-_CONVERSATION_FIELDS = (
-    "conversation__public_id", "conversation__status", "conversation__closed_at",
-    "conversation__last_message_at", "conversation__contact__address",
-)
-
-
-def _known(conversation: Conversation) -> KnownConversation:
-    return KnownConversation(
-        id=conversation.pk, public_id=conversation.public_id, contact_address=conversation.contact.address,
-        closed=conversation.status == ConversationStatus.CLOSED, closed_at=conversation.closed_at,
-        last_message_at=conversation.last_message_at,
-    )
-
-
-def _participants(message: Message) -> frozenset[str]:
-    # Only a customer's message vouches for the people on it; our outgoing mail may have gone to
-    # many, and their replies must not merge into one conversation.
-    if message.direction == Direction.OUT:
-        return frozenset()
-    people = [message.from_address] + [p.get("address", "") for p in [*message.to, *message.cc]]
-    return frozenset(p.lower() for p in people if p)
-
-
-def _choose(inbox: Inbox, parsed: ParsedEmail, *, now, archive: bool) -> ThreadChoice:
+def _choose(inbox: Inbox, lookups: Lookups, parsed: ParsedEmail, *, now, archive: bool) -> ThreadChoice:
     ids = parsed.thread_ids
-    known: dict[str, KnownMessage] = {}
-    if ids:
-        rows = (
-            Message.objects.filter(inbox=inbox)
-            .filter(Q(message_id__in=ids) | Q(header_message_id__in=ids))
-            .select_related("conversation__contact")
-            .only("message_id", "header_message_id", "direction", "from_address", "to", "cc", *_CONVERSATION_FIELDS)
-            .order_by()
-        )
-        # A message stored under its own id wins over one that only carries it in its header
-        # (the second of two messages sharing a Message-ID).
-        for row in sorted(rows, key=lambda r: r.message_id not in ids):
-            entry = KnownMessage(_known(row.conversation), _participants(row))
-            for key in (row.message_id, row.header_message_id):
-                if key in ids:
-                    known.setdefault(key, entry)
-    tokens = {i: conversation_from_message_id(i) for i in ids if i not in known}
-    tokens = {i: public_id for i, public_id in tokens.items() if public_id is not None}
-    by_public_id = {
-        c.public_id: _known(c)
-        for c in Conversation.objects.filter(inbox=inbox, public_id__in=tokens.values()).select_related("contact")
-        .only(*(f.removeprefix("conversation__") for f in _CONVERSATION_FIELDS)).order_by()
-    } if tokens else {}
-    token_conversations = {i: by_public_id[p] for i, p in tokens.items() if p in by_public_id}
+    known = lookups.known_messages(ids)
     subject_conversation = None
     prefix = find_subject_token(parsed.subject)
     if prefix:
@@ -333,26 +325,34 @@ def _choose(inbox: Inbox, parsed: ParsedEmail, *, now, archive: bool) -> ThreadC
             Conversation.objects.filter(inbox=inbox, public_id__gte=low, public_id__lte=high)
             .select_related("contact").order_by("-last_message_at").first()
         )
-        subject_conversation = _known(found) if found else None
+        subject_conversation = known_conversation(found) if found else None
     return choose_conversation(
-        sender=parsed.from_address or UNKNOWN_SENDER, thread_ids=ids, known_messages=known,
-        token_conversations=token_conversations, subject_conversation=subject_conversation, now=now,
-        reopen_window=timedelta(days=settings.REOPEN_WINDOW_DAYS), archive=archive,
+        sender=sender_address(parsed), thread_ids=ids, known_messages=known,
+        token_conversations=lookups.token_conversations(ids, known), subject_conversation=subject_conversation,
+        now=now, reopen_window=timedelta(days=settings.REOPEN_WINDOW_DAYS), archive=archive,
     )
 
 
 def _conversation(
-    inbox: Inbox, contact: Contact, parsed: ParsedEmail, choice: ThreadChoice, *, when, archive: bool
-) -> tuple[Conversation, bool]:
-    if choice.action != Action.NEW and choice.conversation is not None:
-        conversation = Conversation.objects.select_for_update().get(pk=choice.conversation.id)
-        if choice.action == Action.REOPEN:
-            conversation.status = ConversationStatus.OPEN
-            conversation.closed_at = None
-            conversation.save(update_fields=["status", "closed_at", "updated_at"])
-        return conversation, False
+    inbox: Inbox, contact: Contact, lookups: Lookups, parsed: ParsedEmail, choice: ThreadChoice, *,
+    now, when, archive: bool,
+) -> tuple[Conversation, KnownConversation, ThreadChoice]:
+    """The conversation to store the message in, as it is after this message; and the choice,
+    decided again on the row's current state when that differs from what the choice assumed."""
+    candidate = choice.conversation or choice.previous
+    if candidate is not None:
+        # The lock orders us with an agent closing or reopening it right now; its status as
+        # read under the lock decides, not the batch's earlier reading.
+        row = Conversation.objects.select_for_update(of=("self",)).only(
+            "public_id", "department_id", "status", "closed_at", "last_message_at").get(pk=candidate.id)
+        current = known_conversation(row, candidate.contact_address)
+        if current != candidate:
+            lookups.update_conversation(current)
+            choice = _choose(inbox, lookups, parsed, now=now, archive=archive)
+        if choice.action != Action.NEW:
+            return _join(row, current, choice, now=now, when=when, archive=archive)
     conversation = Conversation.objects.create(
-        inbox=inbox, department=inbox.department, contact=contact,
+        inbox=inbox, department_id=inbox.department_id, contact=contact,
         subject=strip_reply_prefix(parsed.subject)[:998] or parsed.subject,
         previous_id=choice.previous.id if choice.previous else None,
         archived=archive,
@@ -361,7 +361,22 @@ def _conversation(
         closed_at=when if archive else None,
         created_at=when, last_message_at=when,
     )
-    return conversation, True
+    return conversation, known_conversation(conversation, contact.address), choice
+
+
+def _join(row: Conversation, current: KnownConversation, choice: ThreadChoice, *, now, when, archive: bool
+          ) -> tuple[Conversation, KnownConversation, ThreadChoice]:
+    """One UPDATE at most: reopen it and/or move its last_message_at forward."""
+    changes: dict = {}
+    if choice.action == Action.REOPEN:
+        changes.update(status=ConversationStatus.OPEN, closed_at=None, updated_at=now)
+    if not archive and when > row.last_message_at:
+        changes["last_message_at"] = when
+    if changes:
+        Conversation.objects.filter(pk=row.pk).update(**changes)
+        for name, value in changes.items():
+            setattr(row, name, value)
+    return row, known_conversation(row, current.contact_address), choice
 
 
 def _save_attachments(message: Message, parsed: ParsedEmail, written: list[FieldFile]) -> None:
@@ -375,7 +390,8 @@ def _save_attachments(message: Message, parsed: ParsedEmail, written: list[Field
         row.file.save("attachment", ContentFile(part.payload), save=False)
         written.append(row.file)
         rows.append(row)
-    Attachment.objects.bulk_create(rows)
+    if rows:
+        Attachment.objects.bulk_create(rows)
 
 
 def _publish(conversation: Conversation, message: Message, created: bool, reopened: bool) -> None:

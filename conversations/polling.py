@@ -1,6 +1,6 @@
 """poll_inbox: bring an inbox's new IMAP mail into conversations, exactly once, whatever fails.
 
-Per batch: fetch → ingest each message (its own transaction) → advance the cursor (a
+Per batch: fetch → ingest each message (its own transaction, lookups shared by the batch) → advance the cursor (a
 conditional UPDATE that never moves it backwards) → only then mark read or move on the server.
 A crash anywhere before the cursor moved means the next poll fetches the batch again, and
 ingest's dedup makes that harmless. One poller per inbox at a time, by a lock in Redis.
@@ -20,7 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from config.redis import get_redis
-from conversations.ingest import IngestResult, ingest_email
+from conversations.ingest import IncomingEmail, IngestResult, ingest_batch
 from conversations.locks import RedisLock
 from conversations.models import Message, QuarantinedMessage
 from inboxes import imap
@@ -163,13 +163,14 @@ def _import_batch(session: ImapSession, inbox: Inbox, state: FolderState, batch:
     sizes = {info.uid: info.size for info in batch}
     large = [info.uid for info in batch if info.size > limit]
     headers = dict(session.fetch(large, headers_only=True))
+    items = (
+        IncomingEmail(raw, state.name, state.uidvalidity, uid, too_large, sizes.get(uid))
+        for uid, raw, too_large in _merge(session.fetch([i.uid for i in batch if i.size <= limit]), headers)
+    )
     committed = []
-    for uid, raw, too_large in _merge(session.fetch([i.uid for i in batch if i.size <= limit]), headers):
-        outcome = ingest_email(inbox, raw, imap_folder=state.name, imap_uidvalidity=state.uidvalidity,
-                               imap_uid=uid, archive=archive, too_large=too_large, size=sizes.get(uid))
-        del raw
-        _count(result, outcome, too_large)
-        committed.append(uid)
+    for item, outcome in ingest_batch(inbox, items, archive=archive):
+        _count(result, outcome, item.too_large)
+        committed.append(item.imap_uid)
     return committed
 
 
