@@ -10,29 +10,23 @@ generated once per test session; the transport trusts it through settings.SMTP_C
 from __future__ import annotations
 
 import asyncio
-import datetime
 import email
 import email.policy
-import ipaddress
 import logging
 import os
 import socket
-import ssl
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from tests.servers.certificates import TestCertificates, make_certificates
 
 PLAIN = "none"
 STARTTLS = "starttls"
@@ -40,61 +34,6 @@ IMPLICIT_TLS = "ssl"
 
 # aiosmtpd logs every command at INFO; tests and benchmarks only want its problems.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
-
-
-# ---------------------------------------------------------------------------
-# Certificates
-# ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TestCertificates:
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-
-    def server_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.cert_file, self.key_file)
-        return context
-
-
-def make_certificates(directory: Path) -> TestCertificates:
-    """A CA and a server certificate for 127.0.0.1 and localhost, signed by it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    # A name of its own: OpenSSL finds issuers by name, and the Dovecot fixture has a test CA too;
-    # were both trusted under one name, it could check our certificate against the wrong key.
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Switchboard SMTP test CA {os.urandom(4).hex()}")])
-    ca_cert = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = TestCertificates(directory / "ca.pem", directory / "server.pem", directory / "server.key")
-    paths.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    paths.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths.key_file.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    return paths
 
 
 def free_port() -> int:
@@ -277,7 +216,7 @@ def smtp_certificates(tmp_path_factory) -> Iterator[TestCertificates]:
     """The session's test CA, trusted by our SMTP transport (SMTP_CA_FILE), also in worker processes."""
     from django.test import override_settings
 
-    certificates = make_certificates(tmp_path_factory.mktemp("smtp-tls"))
+    certificates = make_certificates(tmp_path_factory.mktemp("smtp-tls"), "SMTP")
     previous = os.environ.get("SMTP_CA_FILE")
     os.environ["SMTP_CA_FILE"] = str(certificates.ca_file)  # inherited by real Celery workers
     override = override_settings(SMTP_CA_FILE=str(certificates.ca_file))
