@@ -149,6 +149,7 @@ def fetch_and_parse(server, username: str, password: str) -> tuple[int, float]:
 def whole_path(inbox_id: int, total: int) -> tuple[float, float, tuple[float, float], list[str]]:
     from django.db import close_old_connections
 
+    from conversations import events
     from conversations.models import Message
     from conversations.polling import poll_inbox
 
@@ -167,6 +168,8 @@ def whole_path(inbox_id: int, total: int) -> tuple[float, float, tuple[float, fl
             errors.append(result.error)
         if result.skipped or result.error or result.backlog == 0 or result.fetched == 0:
             break
+    # Events leave from a background thread; the path is done when they have reached Redis too.
+    events.flush(timeout=600)
     elapsed = time.perf_counter() - started
     sampler.stopped.set()
     sampler.join()
