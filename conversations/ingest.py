@@ -86,20 +86,13 @@ class IncomingEmail:
 
 
 def ingest_email(
-    inbox: Inbox,
-    raw: bytes,
-    *,
-    imap_folder: str = "",
-    imap_uidvalidity: int | None = None,
-    imap_uid: int | None = None,
-    archive: bool = False,
-    too_large: bool = False,
-    size: int | None = None,
+    inbox: Inbox, raw: bytes, *, imap_folder: str = "", imap_uidvalidity: int | None = None,
+    imap_uid: int | None = None, archive: bool = False, too_large: bool = False, size: int | None = None,
 ) -> IngestResult:
     """Store one message (or find it already stored, or quarantine it). See the module docstring.
 
-    `too_large`: `raw` holds only the headers of a message of `size` bytes that was not fetched.
-    `archive`: imported history — stored in an archived conversation, no events.
+    `too_large`: see IncomingEmail. `archive`: imported history — stored in an archived
+    conversation, no events.
     """
     item = IncomingEmail(raw, imap_folder, imap_uidvalidity, imap_uid, too_large, size)
     return next(ingest_batch(inbox, [item], archive=archive))[1]
@@ -115,14 +108,20 @@ def ingest_batch(
     out of the iteration: what was yielded before it is committed, the rest is not.
     """
     own = own_addresses()
-    pending: list[tuple[IncomingEmail, ParsedEmail | Exception] | None] = []
-    for item in items:
-        pending.append((item, _parse(inbox, item, own)))
-    lookups = Lookups(inbox, [parsed for _item, parsed in pending if isinstance(parsed, ParsedEmail)])
+    pending: list[tuple[IncomingEmail, ParsedEmail | Exception] | None] = [
+        (item, _parse(inbox, item, own)) for item in items]
+    lookups = _lookups(inbox, [parsed for _item, parsed in pending if isinstance(parsed, ParsedEmail)])
     for index, entry in enumerate(pending):
         pending[index] = None  # a stored message's bytes and parts need not outlive its turn
         item, parsed = entry
         yield item, _ingest_one(inbox, item, parsed, lookups, archive=archive)
+
+
+def _lookups(inbox: Inbox, batch: list[ParsedEmail]) -> Lookups:
+    # Atomic, so that a failing lookup (database down) inside a caller's transaction rolls back
+    # only itself, as the per-message transactions do.
+    with transaction.atomic():
+        return Lookups(inbox, batch)
 
 
 def _parse(inbox: Inbox, item: IncomingEmail, own: frozenset[str]) -> ParsedEmail | Exception:
@@ -175,7 +174,7 @@ def retry_quarantined(quarantined_id: int) -> IngestResult:
         parsed = _parse(row.inbox, item, own_addresses())
         if isinstance(parsed, Exception):
             raise parsed
-        result = _store_with_retries(row.inbox, item, parsed, Lookups(row.inbox, [parsed]), archive=False)
+        result = _store_with_retries(row.inbox, item, parsed, _lookups(row.inbox, [parsed]), archive=False)
     except INFRASTRUCTURE_ERRORS:
         raise
     except Exception as error:
@@ -213,7 +212,7 @@ def _store_with_retries(
             _delete(written)
             if attempt == _STORE_ATTEMPTS - 1:
                 raise
-            lookups = Lookups(inbox, [parsed])
+            lookups = _lookups(inbox, [parsed])
             continue
         except BaseException:
             _delete(written)  # the rows rolled back; their files must not linger
