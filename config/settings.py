@@ -191,6 +191,10 @@ REOPEN_WINDOW_DAYS = env_int("REOPEN_WINDOW_DAYS", 14)
 DELIVERY_GIVE_UP_SECONDS = env_int("DELIVERY_GIVE_UP_SECONDS", 24 * 3600)
 # Outgoing retries back off exponentially from this many seconds (with jitter), capped at an hour.
 DELIVERY_RETRY_BASE_SECONDS = env_int("DELIVERY_RETRY_BASE_SECONDS", 30)
+# A delivery task goes on with its inbox's other queued replies over the same connection, up to
+# this many messages or seconds (well inside the task time limit), then leaves the rest to the next task.
+DELIVERY_DRAIN_MAX_MESSAGES = env_int("DELIVERY_DRAIN_MAX_MESSAGES", 200)
+DELIVERY_DRAIN_MAX_SECONDS = env_int("DELIVERY_DRAIN_MAX_SECONDS", 30)
 # A CA file (PEM) the SMTP transport trusts besides the system store, e.g. a private mail server's CA.
 SMTP_CA_FILE = env_str("SMTP_CA_FILE")
 # Anymail ESP settings, when an inbox sends through an email service (see README).

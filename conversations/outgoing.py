@@ -100,7 +100,8 @@ def build_email(message: Message) -> EmailMultiAlternatives:
     )
     if message.html:
         email.attach_alternative(message.html, "text/html")
-    for attachment in message.attachments.all():
+    # Delivery loads `has_attachments` with the row: most replies have none, and skip the query.
+    for attachment in message.attachments.all() if getattr(message, "has_attachments", True) else ():
         with attachment.file.open("rb") as handle:
             email.attach(header_safe(attachment.filename) or "attachment", handle.read(), attachment.content_type)
     return email

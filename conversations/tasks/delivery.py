@@ -16,11 +16,14 @@ _SCHEDULE_RETRIES_WITHIN = dt.timedelta(minutes=15)
 
 @shared_task(name="conversations.deliver_message", ignore_result=True)  # nobody reads it; saves a Redis write
 def deliver_message(message_id: int) -> str:
-    # Connections are kept per worker process: consecutive replies skip the TLS handshake and login.
-    outcome = delivery.deliver_message(message_id, reuse_connection=True)
-    if outcome.status == "queued" and outcome.retry_at and outcome.retry_at - timezone.now() < _SCHEDULE_RETRIES_WITHIN:
-        deliver_message.apply_async((message_id,), eta=outcome.retry_at)
-    return outcome.status
+    # Delivers this message, then drains its inbox's queue over one kept connection: the tasks
+    # of the messages it took find nothing to claim and end at once.
+    outcomes = delivery.deliver_and_drain(message_id)
+    for some_id, outcome in outcomes.items():
+        if outcome.status == "queued" and outcome.retry_at \
+                and outcome.retry_at - timezone.now() < _SCHEDULE_RETRIES_WITHIN:
+            deliver_message.apply_async((some_id,), eta=outcome.retry_at)
+    return outcomes[message_id].status
 
 
 @shared_task(name="conversations.sweep_deliveries")
