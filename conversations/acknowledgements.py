@@ -79,6 +79,9 @@ def _why_not(incoming: Message) -> str:
 
 def on_conversation_started(sender: Any, message_id: int, **kwargs: Any) -> None:
     """Receiver of conversations.signals.conversation_started: acknowledge after ingest commits."""
+    inbox = kwargs.get("inbox")
+    if inbox is not None and not inbox.auto_acknowledge:
+        return  # no task, no Redis round trip, for the inboxes that do not acknowledge
     def enqueue() -> None:
         from conversations.tasks.delivery import acknowledge_new_conversation as task
 

@@ -38,6 +38,7 @@ from conversations.models import (
 )
 from conversations.parsing import ParsedEmail, parse_email, strip_reply_prefix
 from conversations.quarantine import PlainWordsError, describe_error, format_details, quarantine_message
+from conversations.signals import conversation_started
 from conversations.threading import (
     Action,
     KnownConversation,
@@ -279,6 +280,9 @@ def _store(
     reopened = choice.action == Action.REOPEN
     if not archive:
         _publish(conversation, message, created_conversation, reopened)
+        if created_conversation:
+            # Features such as acknowledgements hook in here without ingest knowing them.
+            conversation_started.send(sender=Message, message_id=message.pk, inbox=inbox)
     result = IngestResult(
         message=message, created=True, conversation_created=created_conversation, reopened=reopened,
     )

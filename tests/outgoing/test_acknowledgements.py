@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from django.db import transaction
 
 from conversations import delivery
 from conversations.acknowledgements import acknowledge_new_conversation
 from conversations.ingest import ingest_email
 from conversations.models import DeliveryStatus, Message
-from conversations.signals import conversation_started
 from tests import factories
 from tests.outgoing.conftest import wait_until
 
@@ -102,15 +100,17 @@ def test_two_helpdesks_acknowledging_each_other_do_not_loop(smtp_server, inbox_f
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_conversation_started_signal_acknowledges_through_a_worker(acking_inbox, smtp_server,
+def test_ingest_of_a_new_conversation_is_acknowledged_through_a_worker(acking_inbox, smtp_server,
                                                                        celery_worker_factory):
     celery_worker_factory(name="acks")
-    incoming = ingest_email(acking_inbox, _mail("ann@example.test", acking_inbox.address, "Printer", "p1@example.test"))
-
-    with transaction.atomic():
-        conversation_started.send(sender=Message, message_id=incoming.message.pk)
+    # ingest sends conversation_started itself; the acknowledgement task runs in the real worker.
+    ingest_email(acking_inbox, _mail("ann@example.test", acking_inbox.address, "Printer", "p1@example.test"))
+    # A reply in the same conversation starts nothing new, so nothing more is acknowledged.
+    ingest_email(acking_inbox, _mail("ann@example.test", acking_inbox.address, "Re: Printer", "p2@example.test",
+                                     "In-Reply-To: <p1@example.test>"))
 
     ack = wait_until(lambda: Message.objects.filter(automatic_reason="acknowledgement").first(), timeout=60)
     wait_until(lambda: Message.objects.get(pk=ack.pk).delivery_status == DeliveryStatus.SENT, timeout=60)
     [received] = smtp_server.wait_for(1)
     assert received.message["Auto-Submitted"] == "auto-replied"
+    assert Message.objects.filter(automatic_reason="acknowledgement").count() == 1
