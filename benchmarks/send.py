@@ -180,11 +180,14 @@ def _report_task_times(workdir: Path, count: int) -> None:
     """Celery logs each task's run time: their mean shows where the end-to-end time goes."""
     import re
 
-    times = [float(t) for log in workdir.glob(f"worker-{count}-*.log")
-             for t in re.findall(r"succeeded in ([0-9.]+)s", log.read_text(errors="replace"))]
+    logs = [log.read_text(errors="replace") for log in workdir.glob(f"worker-{count}-*.log")]
+    times = [float(t) for text in logs for t in re.findall(r"succeeded in ([0-9.]+)s", text)]
+    drains = [(int(n), int(lost)) for text in logs
+              for n, lost in re.findall(r"Drained (\d+) messages .*?; (\d+) claims lost", text)]
     if times:
         print(f"  ({count} worker{'s' if count > 1 else ''}: {len(times)} tasks, "
-              f"mean {sum(times) / len(times) * 1000:.1f} ms inside the task)")
+              f"mean {sum(times) / len(times) * 1000:.1f} ms inside the task; {len(drains)} drains sent "
+              f"{sum(n for n, _ in drains)} messages, losing {sum(lost for _, lost in drains)} claims to the other)")
 
 
 def measure_workers(count: int, conversation, agent, n: int, smtp: SMTPProcess, workdir: Path) -> float:

@@ -181,7 +181,8 @@ def deliver_and_drain(message_id: int) -> dict[int, Outcome]:
     max_messages = int(settings.DELIVERY_DRAIN_MAX_MESSAGES)
     max_seconds = float(settings.DELIVERY_DRAIN_MAX_SECONDS)
     candidates: list[Message] = []
-    lost = 0
+    lost = lost_total = 0
+    from_end = False
     while len(outcomes) < max_messages and time.monotonic() - started < max_seconds:
         now = timezone.now()
         if not candidates:
@@ -194,11 +195,16 @@ def deliver_and_drain(message_id: int) -> dict[int, Outcome]:
                 with_inbox=False, limit=DRAIN_READ_AHEAD)
             if not candidates:
                 break
-        candidate = candidates.pop(0)
+        candidate = candidates.pop(-1 if from_end else 0)
         outcome = _deliver(candidate, inbox, now, reuse_connection=True)
         if outcome.status == "not claimed":
-            # Another worker won this row: go on with the next, a bounded number of times in a row.
+            # Another worker won this row: read again and go on, a bounded number of times in a row.
+            # Two drainers working the same rows in the same order would collide on nearly every
+            # row: the loser drops its stale rows and turns to take them from the other end.
+            candidates = []
+            from_end = not from_end
             lost += 1
+            lost_total += 1
             if lost > DRAIN_CLAIM_RETRIES:
                 break
             continue
@@ -206,6 +212,10 @@ def deliver_and_drain(message_id: int) -> dict[int, Outcome]:
         outcomes[candidate.pk] = outcome
         if not _may_go_on(outcome):
             break
+    if len(outcomes) > 1 or lost_total:
+        delivered = sum(1 for outcome in outcomes.values() if outcome.status != "not claimed")
+        logger.info("Drained %d messages of inbox %s in %.1f s; %d claims lost to other workers",
+                    delivered, inbox.pk, time.monotonic() - started, lost_total)
     return outcomes
 
 
