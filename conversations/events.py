@@ -60,19 +60,34 @@ class _Publisher:
     async def _make_queue() -> asyncio.Queue:
         return asyncio.Queue(maxsize=QUEUE_LIMIT)
 
-    @staticmethod
-    async def _drain(queue: asyncio.Queue) -> None:
+    @classmethod
+    async def _drain(cls, queue: asyncio.Queue) -> None:
         while True:
-            groups, message = await queue.get()
+            # Take everything queued so far: one burst, one look at which groups have listeners.
+            burst = [await queue.get()]
+            while not queue.empty():
+                burst.append(queue.get_nowait())
             try:
-                layer = get_channel_layer()
+                await cls._send_burst(get_channel_layer(), burst)
+            finally:
+                for _ in burst:
+                    queue.task_done()
+
+    @classmethod
+    async def _send_burst(cls, layer: Any, burst: list[tuple[tuple[str, ...], dict[str, Any]]]) -> None:
+        try:
+            listening = await _groups_with_members(layer, {group for groups, _ in burst for group in groups})
+        except Exception:
+            logger.warning("Could not look up listening groups; sending to all", exc_info=True)
+            listening = None
+        for groups, message in burst:
+            try:
                 for group in groups:
-                    await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT_SECONDS)
+                    if listening is None or group in listening:
+                        await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT_SECONDS)
             except Exception:
                 # The row is committed and clients re-fetch on reconnect: a lost push is not lost data.
                 logger.exception("Could not publish %s", message.get("event"))
-            finally:
-                queue.task_done()
 
     def submit(self, groups: tuple[str, ...], message: dict[str, Any]) -> None:
         loop, queue = self._start()
@@ -97,6 +112,28 @@ class _Publisher:
             asyncio.run_coroutine_threadsafe(settle(), self._loop).result(timeout)
         except TimeoutError:
             logger.warning("Events still unsent after %.0f s", timeout)
+
+
+async def _groups_with_members(layer: Any, groups: set[str]) -> set[str] | None:
+    """The groups that have at least one member, in one pipelined round trip per Redis host.
+
+    group_send costs two round trips even for a group nobody listens to (most departments'
+    groups while no agent is online, and every group during a bulk import). A stale member
+    only makes us call group_send, which expires it; None means "could not tell: send all".
+    """
+    if not hasattr(layer, "_group_key") or not hasattr(layer, "consistent_hash"):
+        return None  # not channels-redis' core layer
+    by_host: dict[int, list[str]] = {}
+    for group in groups:
+        by_host.setdefault(layer.consistent_hash(group), []).append(group)
+    listening = set()
+    for index, host_groups in by_host.items():
+        async with layer.connection(index).pipeline(transaction=False) as pipe:
+            for group in host_groups:
+                pipe.zcard(layer._group_key(group))
+            counts = await pipe.execute()
+        listening.update(group for group, count in zip(host_groups, counts, strict=True) if count)
+    return listening
 
 
 _publisher = _Publisher()
