@@ -58,6 +58,16 @@ class MessageAdmin(admin.ModelAdmin):
     raw_id_fields = ["conversation", "author"]
     readonly_fields = ["public_id", "raw_sha256", "raw_size", "content_hash", "delivery_history"]
     inlines = [AttachmentInline]
+    actions = ["resend"]
+
+    @admin.action(description="Resend selected uncertain or failed replies (same Message-ID)")
+    def resend(self, request, queryset):
+        from conversations.delivery import resend_message
+
+        ids = queryset.filter(delivery_status__in=["uncertain", "failed"]).values_list("pk", flat=True)
+        resent = sum(resend_message(pk, by=request.user.get_username()) for pk in ids)
+        skipped = queryset.count() - resent
+        self.message_user(request, f"{resent} queued again; {skipped} skipped (not uncertain or failed).")
 
 
 @admin.register(CannedResponse)

@@ -94,3 +94,19 @@ def test_an_ai_agent_keeps_its_api_key_encrypted():
         stored = cursor.fetchone()[0]
     assert "sk-test-secret" not in stored
     assert stored.startswith("fernet:")
+
+
+@pytest.mark.django_db
+def test_manager_resends_an_uncertain_reply_from_the_admin(client, people):
+    uncertain = factories.MessageFactory(direction="out", delivery_status="uncertain", message_id="r1@switchboard.test")
+    sent = factories.MessageFactory(direction="out", delivery_status="sent")
+    client.force_login(people.manager)
+    response = client.post(reverse("admin:conversations_message_changelist"),
+                           {"action": "resend", "_selected_action": [uncertain.pk, sent.pk]}, follow=True)
+    assert "1 queued again; 1 skipped" in response.content.decode()
+    uncertain.refresh_from_db()
+    sent.refresh_from_db()
+    assert uncertain.delivery_status == "queued"
+    assert uncertain.message_id == "r1@switchboard.test"
+    assert "resend requested by maria" in uncertain.delivery_history[-1]["detail"]
+    assert sent.delivery_status == "sent"
