@@ -26,10 +26,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import throwaway_database  # noqa: E402
 
 TARGET_RATIO = 0.35
 BIG_FACTOR_LIMIT = 3.0
@@ -76,29 +78,6 @@ class RssSampler(threading.Thread):
 
 
 # --- set-up -----------------------------------------------------------------------------------
-def throwaway_database(workdir: Path) -> tuple[str, callable]:
-    """A URL for a database of our own, and how to drop it."""
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        return f"sqlite:///{workdir / 'bench.sqlite3'}", lambda: None
-    import psycopg
-
-    parts = urlsplit(url)
-    name = f"sb_bench_{os.getpid()}"
-    admin = urlunsplit(parts._replace(scheme="postgresql"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def drop() -> None:
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return urlunsplit(parts._replace(path=f"/{name}")), drop
-
-
 def setup_django(workdir: Path, database_url: str) -> None:
     os.environ.update({
         "DJANGO_SETTINGS_MODULE": "config.settings", "SWITCHBOARD_VAR_DIR": str(workdir / "var"),

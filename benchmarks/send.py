@@ -27,6 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TARGET_RATIO = 0.5
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import throwaway_database  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
@@ -83,8 +86,6 @@ def _environment(workdir: Path) -> None:
     # Workers keep their database connection between tasks, as a deployment should (README):
     # with 0, Django opens a new connection for every task (several ms on PostgreSQL).
     os.environ.setdefault("DATABASE_CONN_MAX_AGE", "300")
-    if not os.environ.get("DATABASE_URL"):
-        os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.sqlite3'}"
 
 
 def _rows(port: int):
@@ -228,6 +229,9 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
+    # Never the database DATABASE_URL names: one made for this run, next to it, dropped after.
+    database_url, drop_database = throwaway_database(workdir)
+    os.environ["DATABASE_URL"] = database_url
     _environment(workdir)
     import django
 
@@ -269,6 +273,7 @@ def main() -> None:
         if smtp is not None:
             smtp.stop()
         embedded_redis.stop(redis_process)
+        drop_database()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
