@@ -7,6 +7,7 @@ from django.db.models import Count
 
 from conversations.models import Conversation, Message
 from conversations.tasks.polling import poll_due_inboxes, poll_inbox
+from inboxes.models import Inbox
 from tests.incoming.conftest import threads, wait_for, worker_env
 
 # One message per round trip, so that a poll of many messages lasts long enough to be hit;
@@ -78,5 +79,6 @@ def test_beat_task_enqueues_due_inboxes_once(celery_worker_factory, make_inbox, 
     assert poll_due_inboxes() == 0  # already queued or just polled: not enqueued again
 
     wait_for(lambda: stored(inbox), lambda n: n == 2)
-    inbox.refresh_from_db()
-    assert inbox.last_successful_poll_at is not None
+    # The poll records its success after the messages' own transactions have committed.
+    polled = wait_for(lambda: Inbox.objects.get(pk=inbox.pk).last_successful_poll_at, lambda at: at is not None)
+    assert polled is not None
