@@ -62,11 +62,15 @@ class PollResult:
 
 def poll_inbox(inbox_id: int, *, max_messages: int | None = None) -> PollResult:
     """Poll one inbox now. Returns what it did; a poll already running elsewhere means "skipped"."""
-    get_redis().delete(_queued_key(inbox_id))
     lock = RedisLock(f"poll-inbox:{inbox_id}", settings.POLL_LOCK_SECONDS)
     if not lock.acquire():
+        get_redis().delete(_queued_key(inbox_id))
         return PollResult(inbox_id, skipped="another poll of this inbox is running")
     try:
+        # The attempt is recorded before beat may queue this inbox again, so a tick during a
+        # long poll does not find it due and queue a second poll behind the lock.
+        Inbox.objects.filter(pk=inbox_id).update(last_poll_at=timezone.now())
+        get_redis().delete(_queued_key(inbox_id))
         inbox = Inbox.objects.filter(pk=inbox_id, active=True).first()
         if inbox is None:
             return PollResult(inbox_id, skipped="inbox missing or inactive")
