@@ -25,6 +25,7 @@ from imap_tools.imap_utf7 import utf7_encode
 
 from inboxes.imap_errors import ErrorKind, ImapError, classify
 from inboxes.models import AuthMethod, Inbox, Security
+from inboxes.tls import client_context
 
 # UID SEARCH over a window of this many UIDs at a time: imaplib refuses response lines longer
 # than 1 MB (imaplib._MAXLINE), which an unbounded search of a big folder would exceed.
@@ -53,13 +54,7 @@ class MessageInfo:
 
 def ssl_context(verify: bool) -> ssl.SSLContext:
     """The system's trust store, plus MAIL_CA_FILE when set; no verification only when asked."""
-    context = ssl.create_default_context()
-    if settings.MAIL_CA_FILE:
-        context.load_verify_locations(cafile=settings.MAIL_CA_FILE)
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    return client_context(verify, [settings.MAIL_CA_FILE])
 
 
 def authenticator(inbox: Inbox) -> Callable[[BaseMailBox], None]:

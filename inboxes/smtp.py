@@ -24,6 +24,7 @@ from typing import Any
 from django.conf import settings
 
 from inboxes.models import AuthMethod, Inbox, Security
+from inboxes.tls import client_context
 
 # A reused connection idle longer than this is replaced: servers drop idle clients (RFC 5321
 # allows 5 minutes, many cut sooner) and a dead socket would cost a failed attempt.
@@ -65,16 +66,9 @@ class SendResult:
 # Connections
 # ---------------------------------------------------------------------------
 def tls_context(verify: bool) -> ssl.SSLContext:
-    """The system's trust store plus MAIL_CA_FILE and SMTP_CA_FILE; no verification only when the inbox opted out."""
-    context = ssl.create_default_context()
-    # In a fixed order, each file once: SMTP_CA_FILE first, as the more specific of the two.
-    ca_files = (getattr(settings, "SMTP_CA_FILE", ""), getattr(settings, "MAIL_CA_FILE", ""))
-    for ca_file in dict.fromkeys(name for name in ca_files if name):
-        context.load_verify_locations(cafile=ca_file)
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    """The system's trust store plus SMTP_CA_FILE and MAIL_CA_FILE; no verification only when the inbox opted out."""
+    # SMTP_CA_FILE first, as the more specific of the two.
+    return client_context(verify, [settings.SMTP_CA_FILE, settings.MAIL_CA_FILE])
 
 
 class _Tracking:
