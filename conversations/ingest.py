@@ -5,9 +5,10 @@ this module loads what they need and saves what they decided. Bad content never 
 to the quarantine. Infrastructure errors (database down, disk full) do raise, so the caller does
 not move its IMAP cursor past a message that was not stored.
 
-Files (the raw message, attachments) are written inside the transaction, before the rows; when
-the transaction fails they are deleted. A process killed in between can leave an orphan file,
-never a row without its file.
+Files (the raw message, attachments) are written before the rows that name them, by a few file
+threads (conversations.files) while this thread stores the batch's earlier messages; when a
+message is not stored (a duplicate, quarantined, a failed transaction) its files are deleted.
+A process killed in between can leave an orphan file, never a row without its file.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.db import IntegrityError, InterfaceError, InternalError, OperationalError, ProgrammingError, transaction
-from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 
 from conversations.events import publish
+from conversations.files import MessageFiles, write_message_files
 from conversations.lookups import Lookups, known_conversation, own_addresses, sender_address, synthetic_id
 from conversations.models import (
     Attachment,
@@ -112,10 +112,23 @@ def ingest_batch(
     pending: list[tuple[IncomingEmail, ParsedEmail | Exception] | None] = [
         (item, _parse(inbox, item, own)) for item in items]
     lookups = _lookups(inbox, [parsed for _item, parsed in pending if isinstance(parsed, ParsedEmail)])
-    for index, entry in enumerate(pending):
-        pending[index] = None  # a stored message's bytes and parts need not outlive its turn
-        item, parsed = entry
-        yield item, _ingest_one(inbox, item, parsed, lookups, archive=archive)
+    # The files of the messages that are not already stored start on the file threads now; each
+    # message waits for its own just before its rows. What is left unclaimed is deleted.
+    files: list[MessageFiles | None] = [
+        write_message_files(item.raw, parsed.attachments)
+        if isinstance(parsed, ParsedEmail) and _dedup(lookups, parsed)[0] is None else None
+        for item, parsed in pending
+    ]
+    try:
+        for index, entry in enumerate(pending):
+            pending[index] = None  # a stored message's bytes and parts need not outlive its turn
+            item, parsed = entry
+            mine, files[index] = files[index], None  # from here on, its turn owns its files
+            yield item, _ingest_one(inbox, item, parsed, lookups, mine, archive=archive)
+    finally:
+        for unclaimed in files:
+            if unclaimed is not None:
+                unclaimed.delete()
 
 
 def _lookups(inbox: Inbox, batch: list[ParsedEmail]) -> Lookups:
@@ -146,12 +159,15 @@ def _parse(inbox: Inbox, item: IncomingEmail, own: frozenset[str]) -> ParsedEmai
 
 
 def _ingest_one(
-    inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail | Exception, lookups: Lookups, *, archive: bool
+    inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail | Exception, lookups: Lookups,
+    files: MessageFiles | None, *, archive: bool,
 ) -> IngestResult:
     try:
         if isinstance(parsed, Exception):
             raise parsed
-        return _store_with_retries(inbox, item, parsed, lookups, archive=archive)
+        if files is None:  # found stored when the batch began: written only if it turns out new
+            files = write_message_files(item.raw, parsed.attachments, ahead=False)
+        return _store_with_retries(inbox, item, parsed, lookups, files, archive=archive)
     except INFRASTRUCTURE_ERRORS:
         raise
     except Exception as error:
@@ -175,7 +191,8 @@ def retry_quarantined(quarantined_id: int) -> IngestResult:
         parsed = _parse(row.inbox, item, own_addresses())
         if isinstance(parsed, Exception):
             raise parsed
-        result = _store_with_retries(row.inbox, item, parsed, _lookups(row.inbox, [parsed]), archive=False)
+        result = _store_with_retries(row.inbox, item, parsed, _lookups(row.inbox, [parsed]),
+                                     write_message_files(raw, parsed.attachments), archive=False)
     except INFRASTRUCTURE_ERRORS:
         raise
     except Exception as error:
@@ -197,36 +214,33 @@ def discard_quarantined(quarantined_id: int) -> None:
 
 
 def _store_with_retries(
-    inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail, lookups: Lookups, *, archive: bool
+    inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail, lookups: Lookups, files: MessageFiles, *,
+    archive: bool,
 ) -> IngestResult:
+    """Store the message whose files are `files`; unless its rows committed, the files are deleted."""
     batch = lookups
-    for attempt in range(_STORE_ATTEMPTS):
-        written: list[FieldFile] = []
-        try:
-            with transaction.atomic():
-                result, stored = _store(inbox, item, parsed, lookups, written, archive=archive)
-        except IntegrityError:
-            # Another process stored this message (or its contact) between our look and our
-            # insert; the unique constraint decided. Look again, in the database: it is a
-            # duplicate now (or the contact exists).
-            logger.info("Lost an insert race for %s in inbox %s; looking again", parsed.message_id, inbox.pk)
-            _delete(written)
-            if attempt == _STORE_ATTEMPTS - 1:
-                raise
-            lookups = _lookups(inbox, [parsed])
-            continue
-        except BaseException:
-            _delete(written)  # the rows rolled back; their files must not linger
-            raise
-        if stored is not None:
-            batch.remember(*stored)  # committed: later messages of the batch see it
-        return result
-    raise AssertionError("unreachable")
-
-
-def _delete(files: list[FieldFile]) -> None:
-    for file in files:
-        file.storage.delete(file.name)
+    stored = None
+    try:
+        for attempt in range(_STORE_ATTEMPTS):
+            try:
+                with transaction.atomic():
+                    result, stored = _store(inbox, item, parsed, lookups, files, archive=archive)
+            except IntegrityError:
+                # Another process stored this message (or its contact) between our look and our
+                # insert; the unique constraint decided. Look again, in the database: it is a
+                # duplicate now (or the contact exists).
+                logger.info("Lost an insert race for %s in inbox %s; looking again", parsed.message_id, inbox.pk)
+                if attempt == _STORE_ATTEMPTS - 1:
+                    raise
+                lookups = _lookups(inbox, [parsed])
+                continue
+            if stored is not None:
+                batch.remember(*stored)  # committed: later messages of the batch see it
+            return result
+        raise AssertionError("unreachable")
+    finally:
+        if stored is None:  # a duplicate, or the transaction failed: no row names these files
+            files.delete()
 
 
 def _size(size: int) -> str:
@@ -242,7 +256,7 @@ def _too_large_note(inbox: Inbox, size: int) -> str:
 
 
 def _store(
-    inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail, lookups: Lookups, written: list[FieldFile], *,
+    inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail, lookups: Lookups, files: MessageFiles, *,
     archive: bool,
 ) -> tuple[IngestResult, tuple[Message, KnownConversation, Contact] | None]:
     """The rows of one message, inside its transaction; also what the batch should remember."""
@@ -258,6 +272,7 @@ def _store(
     created_conversation = choice.action == Action.NEW
     problems = parsed.problems + (["Another message of this inbox has the same Message-ID."] if conflict else [])
     raw = item.raw
+    raw_name, attachment_names = files.names()  # written by now, or the error they met
     message = Message(
         conversation=conversation, inbox=inbox, direction=Direction.IN,
         message_id=message_id, header_message_id=parsed.message_id or "",
@@ -272,11 +287,10 @@ def _store(
         automatic_reason=parsed.automatic_reason, too_large=item.too_large,
         parse_problems="\n".join(problems), archived=archive,
         imap_folder=item.imap_folder, imap_uidvalidity=item.imap_uidvalidity, imap_uid=item.imap_uid,
+        raw=raw_name,
     )
-    message.raw.save("message.eml", ContentFile(raw), save=False)
-    written.append(message.raw)
     message.save(force_insert=True)
-    _save_attachments(message, parsed, written)
+    _save_attachments(message, parsed, attachment_names)
     reopened = choice.action == Action.REOPEN
     if not archive:
         _publish(conversation, message, created_conversation, reopened)
@@ -382,17 +396,16 @@ def _join(row: Conversation, current: KnownConversation, choice: ThreadChoice, *
     return row, known_conversation(row, current.contact_address), choice
 
 
-def _save_attachments(message: Message, parsed: ParsedEmail, written: list[FieldFile]) -> None:
-    rows = []
-    for part in parsed.attachments:
-        row = Attachment(
-            message=message, filename=part.filename, content_type=part.content_type, size=len(part.payload),
-            sha256=hashlib.sha256(part.payload).hexdigest(), content_id=part.content_id, inline=part.inline,
+def _save_attachments(message: Message, parsed: ParsedEmail, names: list[str]) -> None:
+    rows = [
+        # The storage key came from upload_to (random); the sender's name is never part of it.
+        Attachment(
+            message=message, file=name, filename=part.filename, content_type=part.content_type,
+            size=len(part.payload), sha256=hashlib.sha256(part.payload).hexdigest(), content_id=part.content_id,
+            inline=part.inline,
         )
-        # The storage key comes from upload_to (random); the sender's name is never part of it.
-        row.file.save("attachment", ContentFile(part.payload), save=False)
-        written.append(row.file)
-        rows.append(row)
+        for part, name in zip(parsed.attachments, names, strict=True)
+    ]
     if rows:
         Attachment.objects.bulk_create(rows)
 

@@ -72,3 +72,49 @@ def test_lookups_cost_one_query_each_per_batch_not_per_message(inbox):
     selects = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
     # Our addresses, stored copies, referenced messages, contacts; none per message.
     assert len(selects) == 4, selects
+
+
+def _stored_files(media_root) -> set[str]:
+    return {p.relative_to(media_root).as_posix() for p in media_root.rglob("*") if p.is_file()}
+
+
+def _named_by_rows() -> set[str]:
+    from conversations.models import Attachment, QuarantinedMessage
+
+    return ({m.raw.name for m in Message.objects.all()} | {a.file.name for a in Attachment.objects.all()}
+            | {q.raw.name for q in QuarantinedMessage.objects.all()})
+
+
+def test_every_file_a_batch_leaves_is_named_by_a_row(inbox, media_root, settings):
+    from tests.ingest.conftest import mail
+
+    settings.MAX_MESSAGE_BYTES = 20_000
+    list(ingest_batch(inbox, [IncomingEmail(compose(message_id="before@x"), imap_uid=1)]))
+    with_attachments = mail("alternative_with_attachment.eml")
+    items = [
+        IncomingEmail(compose(message_id="before@x"), imap_uid=2),  # stored before the batch
+        IncomingEmail(with_attachments, imap_uid=3),
+        IncomingEmail(b"Received: from mx2\r\n" + with_attachments, imap_uid=4),  # a copy within the batch
+        IncomingEmail(compose(message_id="big@x", body="x" * 30_000), imap_uid=5),  # quarantined
+        IncomingEmail(compose(message_id="new@x"), imap_uid=6),
+    ]
+
+    results = [result for _item, result in ingest_batch(inbox, items)]
+
+    assert [r.created for r in results] == [False, True, False, False, True]
+    assert results[3].quarantined is not None
+    assert Message.objects.get(message_id=results[1].message.message_id).attachments.count() == 2
+    assert _stored_files(media_root) == _named_by_rows()
+
+
+def test_a_batch_abandoned_halfway_leaves_no_files_of_the_messages_it_did_not_store(inbox, media_root):
+    items = [IncomingEmail(compose(message_id=f"m{i}@x"), imap_uid=i) for i in range(1, 6)]
+
+    batch = ingest_batch(inbox, items)
+    next(batch)
+    next(batch)
+    batch.close()  # the caller stopped (its time budget, an error of its own)
+
+    assert Message.objects.count() == 2
+    assert _stored_files(media_root) == _named_by_rows()
+    assert len(_named_by_rows()) == 2
