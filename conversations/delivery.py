@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.db import connections, router
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
@@ -34,10 +35,11 @@ MAX_BACKOFF_SECONDS = 3600
 LOST_TASK_SECONDS = 120
 INACTIVE = "the inbox is inactive"
 OVER_CAP = "hourly sending limit reached"
-# A drain reads this many queued rows at a time, and gives up after this many claims in a row
-# lost to other workers.
-DRAIN_READ_AHEAD = 20
+# A drain claims up to this many queued rows at a time, and gives up after this many claims in
+# a row lost to other workers.
+DRAIN_CLAIM_BATCH = 20
 DRAIN_CLAIM_RETRIES = 40
+_TABLE = f'"{Message._meta.db_table}"'
 
 
 @dataclass
@@ -97,6 +99,37 @@ def _load(queryset: Any, *, with_inbox: bool, limit: int = 1) -> list[Message]:
     return messages
 
 
+
+# ---------------------------------------------------------------------------
+# The state changes: one conditional UPDATE each, in plain SQL
+# ---------------------------------------------------------------------------
+def _update(pk: int, *, where: str = "", where_params: tuple = (), increment: str = "", **values: Any) -> int:
+    """UPDATE one message row, only while `where` holds; the number of rows changed (0 or 1).
+
+    The ORM built these few statements anew for every message, and building them cost more
+    than running them (~0.3 ms each, a third of a delivery's time): the SQL here is the same
+    conditional UPDATE, its values prepared by the model's own fields.
+    """
+    connection = connections[router.db_for_write(Message)]
+    quote = connection.ops.quote_name
+    fields = [Message._meta.get_field(name) for name in values]
+    assignments = [f"{quote(field.column)} = %s" for field in fields]
+    if increment:
+        assignments.append(f"{quote(increment)} = {quote(increment)} + 1")
+    params = [field.get_db_prep_save(values[field.name], connection) for field in fields]
+    # Identifiers come from the model and this module; every value is a parameter.
+    sql = f"UPDATE {quote(Message._meta.db_table)} SET {', '.join(assignments)} WHERE {quote('id')} = %s"  # noqa: S608
+    if where:
+        sql += f" AND ({where})"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, pk, *(_db_value(connection, value) for value in where_params)])
+        return cursor.rowcount
+
+
+def _db_value(connection: Any, value: Any) -> Any:
+    return connection.ops.adapt_datetimefield_value(value) if isinstance(value, dt.datetime) else value
+
+
 # ---------------------------------------------------------------------------
 # Delivering one message
 # ---------------------------------------------------------------------------
@@ -116,25 +149,29 @@ def _deliver(message: Message, inbox: Inbox, now: dt.datetime, reuse_connection:
         return Outcome("not claimed")
     if message.next_attempt_at and message.next_attempt_at > now:
         return Outcome("not claimed", "not due yet", retry_at=message.next_attempt_at)
-    # Waiting is not a status change: the message stays queued (never dropped) with a later time.
-    if not inbox.active:
-        return _defer(message, now + dt.timedelta(minutes=5), INACTIVE)
-    wait_until = _over_hourly_cap(message, now)
-    if wait_until is not None:
-        return _defer(message, wait_until, OVER_CAP)
+    waiting = _must_wait(inbox, message, now)
+    if waiting is not None:
+        return waiting
 
     # The claim: only one worker moves this row, at this attempt count, out of queued, and only
     # while it is due (a drain may hold a row read before another worker deferred it).
-    claimed = Message.objects.filter(
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
-        pk=message.pk, delivery_status=DeliveryStatus.QUEUED, delivery_attempts=message.delivery_attempts,
-    ).update(delivery_status=DeliveryStatus.SENDING, sending_started_at=now, data_sent_at=None,
-             delivery_attempts=F("delivery_attempts") + 1)
+    claimed = _update(
+        message.pk, where='"delivery_status" = %s AND "delivery_attempts" = %s '
+                          'AND ("next_attempt_at" IS NULL OR "next_attempt_at" <= %s)',
+        where_params=(DeliveryStatus.QUEUED, message.delivery_attempts, now), increment="delivery_attempts",
+        delivery_status=DeliveryStatus.SENDING, sending_started_at=now, data_sent_at=None,
+    )
     if not claimed:
         return Outcome("not claimed")
     message.delivery_attempts += 1
     message.delivery_status = DeliveryStatus.SENDING
-    history = [*message.delivery_history, _entry(now, DeliveryStatus.QUEUED, DeliveryStatus.SENDING,
+    return _deliver_claimed(message, now, reuse_connection)
+
+
+def _deliver_claimed(message: Message, claimed_at: dt.datetime, reuse_connection: bool) -> Outcome:
+    """Send a message this worker claimed (its row in sending, its attempt counted) and record the outcome."""
+    inbox = message.inbox
+    history = [*message.delivery_history, _entry(claimed_at, DeliveryStatus.QUEUED, DeliveryStatus.SENDING,
                                                  f"attempt {message.delivery_attempts}")]
     _publish_status(message, DeliveryStatus.SENDING)
 
@@ -161,13 +198,16 @@ def _deliver(message: Message, inbox: Inbox, now: dt.datetime, reuse_connection:
 # Draining: one task delivers the inbox's queued messages over one connection
 # ---------------------------------------------------------------------------
 def deliver_and_drain(message_id: int) -> dict[int, Outcome]:
-    """Deliver this message, then the inbox's next queued, due ones, lowest id first, over one connection.
+    """Deliver this message, then the inbox's next queued, due ones, over one connection.
 
-    Each message keeps its own claim → data_sent_at → outcome and its own events, so a crash
-    anywhere is recovered by the sweeper exactly as for a single delivery. The drain stops
-    when none is left, at the budget (DELIVERY_DRAIN_MAX_MESSAGES / _SECONDS), or when the
-    inbox must wait (inactive, hourly cap) or the server failed transiently: the rest stay
-    queued for their own tasks and the sweeper. Returns the outcome of each message it touched.
+    After the first message, the drain claims a few queued rows at once (one UPDATE for up to
+    DRAIN_CLAIM_BATCH) and sends them in turn; each still has its own data_sent_at and outcome
+    writes and its own events, so a crash anywhere is recovered by the sweeper exactly as for a
+    single delivery (a claimed message whose data never left is requeued). The drain stops when
+    none is left, at the budget (DELIVERY_DRAIN_MAX_MESSAGES / _SECONDS), or when the inbox must
+    wait (inactive, hourly cap) or the server failed transiently: what it claimed and did not
+    send goes back to queued, untouched, for its own task and the sweeper. Returns the outcome
+    of each message it touched.
     """
     started = time.monotonic()
     found = _load(Message.objects.filter(pk=message_id, direction=Direction.OUT, kind=MessageKind.EMAIL),
@@ -180,43 +220,112 @@ def deliver_and_drain(message_id: int) -> dict[int, Outcome]:
         return outcomes
     max_messages = int(settings.DELIVERY_DRAIN_MAX_MESSAGES)
     max_seconds = float(settings.DELIVERY_DRAIN_MAX_SECONDS)
-    candidates: list[Message] = []
+    claimed: list[tuple[Message, dt.datetime]] = []
     lost = lost_total = 0
     from_end = False
-    while len(outcomes) < max_messages and time.monotonic() - started < max_seconds:
-        now = timezone.now()
-        if not candidates:
-            # A few rows per read: the read is the dearest query, and the claim of each row still
-            # checks (status, attempts, due) so a row another worker moved meanwhile is skipped.
-            candidates = _load(
-                Message.objects.filter(inbox_id=inbox.pk, direction=Direction.OUT, kind=MessageKind.EMAIL,
-                                       delivery_status=DeliveryStatus.QUEUED)
-                .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)).order_by("id"),
-                with_inbox=False, limit=DRAIN_READ_AHEAD)
-            if not candidates:
+    try:
+        while len(outcomes) < max_messages and time.monotonic() - started < max_seconds:
+            if not claimed:
+                now = timezone.now()
+                candidates = _load(
+                    Message.objects.filter(inbox_id=inbox.pk, direction=Direction.OUT, kind=MessageKind.EMAIL,
+                                           delivery_status=DeliveryStatus.QUEUED)
+                    .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+                    .order_by("-id" if from_end else "id"),
+                    with_inbox=False, limit=min(DRAIN_CLAIM_BATCH, max_messages - len(outcomes)))
+                if not candidates:
+                    break
+                waiting = _must_wait(inbox, candidates[0], now)
+                if waiting is not None:
+                    outcomes[candidates[0].pk] = waiting
+                    break
+                allowance, _ = _hourly_allowance(inbox, now)
+                claimed = [(message, now) for message in _claim(candidates[:allowance], inbox, now)]
+                if not claimed:
+                    # Another worker won these rows: read again, a bounded number of times in a row.
+                    # Two drainers working the same rows in the same order would collide on every
+                    # read: the loser turns to take its rows from the other end of the queue.
+                    from_end = not from_end
+                    lost += 1
+                    lost_total += 1
+                    if lost > DRAIN_CLAIM_RETRIES:
+                        break
+                    continue
+                lost = 0
+            message, claimed_at = claimed.pop(0)
+            outcome = _deliver_claimed(message, claimed_at, reuse_connection=True)
+            outcomes[message.pk] = outcome
+            if not _may_go_on(outcome):
                 break
-        candidate = candidates.pop(-1 if from_end else 0)
-        outcome = _deliver(candidate, inbox, now, reuse_connection=True)
-        if outcome.status == "not claimed":
-            # Another worker won this row: read again and go on, a bounded number of times in a row.
-            # Two drainers working the same rows in the same order would collide on nearly every
-            # row: the loser drops its stale rows and turns to take them from the other end.
-            candidates = []
-            from_end = not from_end
-            lost += 1
-            lost_total += 1
-            if lost > DRAIN_CLAIM_RETRIES:
-                break
-            continue
-        lost = 0
-        outcomes[candidate.pk] = outcome
-        if not _may_go_on(outcome):
-            break
+    finally:
+        _release([message for message, _ in claimed])
     if len(outcomes) > 1 or lost_total:
         delivered = sum(1 for outcome in outcomes.values() if outcome.status != "not claimed")
         logger.info("Drained %d messages of inbox %s in %.1f s; %d claims lost to other workers",
                     delivered, inbox.pk, time.monotonic() - started, lost_total)
     return outcomes
+
+
+def _must_wait(inbox: Inbox, message: Message, now: dt.datetime) -> Outcome | None:
+    """Deferred when the inbox may not send now: waiting is not a status change, the message stays
+    queued (never dropped) with a later time."""
+    message.inbox = inbox
+    if not inbox.active:
+        return _defer(message, now + dt.timedelta(minutes=5), INACTIVE)
+    allowance, wait_until = _hourly_allowance(inbox, now)
+    if allowance == 0:
+        return _defer(message, wait_until, OVER_CAP)
+    return None
+
+
+def _claim(candidates: list[Message], inbox: Inbox, now: dt.datetime) -> list[Message]:
+    """Claim those of `candidates` still queued and due, in one UPDATE; the ones this worker got.
+
+    The rows come back with their attempt count and history as claimed, so a row another
+    worker tried meanwhile is sent with its true history.
+    """
+    if not candidates:
+        return []
+    by_id = {message.pk: message for message in candidates}
+    connection = connections[router.db_for_write(Message)]
+    history_field = Message._meta.get_field("delivery_history")
+    placeholders = ", ".join(["%s"] * len(by_id))
+    # Identifiers are ours; every value is a parameter.
+    sql = (
+        f'UPDATE {_TABLE} SET "delivery_status" = %s, "sending_started_at" = %s, '  # noqa: S608
+        '"data_sent_at" = NULL, "delivery_attempts" = "delivery_attempts" + 1 '
+        f'WHERE "id" IN ({placeholders}) AND "delivery_status" = %s '
+        'AND ("next_attempt_at" IS NULL OR "next_attempt_at" <= %s) '
+        'RETURNING "id", "delivery_attempts", "delivery_history"'
+    )
+    at = _db_value(connection, now)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [DeliveryStatus.SENDING, at, *by_id, DeliveryStatus.QUEUED, at])
+        rows = cursor.fetchall()
+    claimed = []
+    order = {pk: index for index, pk in enumerate(by_id)}
+    for pk, attempts, history in sorted(rows, key=lambda row: order[row[0]]):
+        message = by_id[pk]
+        message.inbox = inbox
+        message.delivery_status = DeliveryStatus.SENDING
+        message.delivery_attempts = attempts
+        message.delivery_history = history_field.from_db_value(history, None, connection)
+        claimed.append(message)
+    return claimed
+
+
+def _release(messages: list[Message]) -> None:
+    """Give back claimed messages whose data never left, as they were: queued, the attempt uncounted."""
+    if not messages:
+        return
+    placeholders = ", ".join(["%s"] * len(messages))
+    sql = (
+        f'UPDATE {_TABLE} SET "delivery_status" = %s, "sending_started_at" = NULL, '  # noqa: S608
+        '"delivery_attempts" = "delivery_attempts" - 1 '
+        f'WHERE "id" IN ({placeholders}) AND "delivery_status" = %s AND "data_sent_at" IS NULL'
+    )
+    with connections[router.db_for_write(Message)].cursor() as cursor:
+        cursor.execute(sql, [DeliveryStatus.QUEUED, *(m.pk for m in messages), DeliveryStatus.SENDING])
 
 
 def _may_go_on(outcome: Outcome) -> bool:
@@ -236,8 +345,8 @@ def _send(message: Message, history: list[dict[str, Any]], reuse_connection: boo
 
     def before_data() -> None:
         # Committed before the first byte of data leaves: from here on a crash means "maybe sent".
-        Message.objects.filter(pk=message.pk, delivery_status=DeliveryStatus.SENDING).update(
-            data_sent_at=timezone.now(), delivery_history=history)
+        _update(message.pk, where='"delivery_status" = %s', where_params=(DeliveryStatus.SENDING,),
+                data_sent_at=timezone.now(), delivery_history=history)
 
     inbox = message.inbox
     if inbox.outgoing_method == OutgoingMethod.ANYMAIL:
@@ -256,8 +365,8 @@ def _send(message: Message, history: list[dict[str, Any]], reuse_connection: boo
 def _finish(message: Message, history: list[dict[str, Any]], status: str, detail: str, **fields: Any) -> Outcome:
     now = timezone.now()
     history.append(_entry(now, DeliveryStatus.SENDING, status, detail))
-    Message.objects.filter(pk=message.pk, delivery_status=DeliveryStatus.SENDING).update(
-        delivery_status=status, delivery_history=history, **fields)
+    _update(message.pk, where='"delivery_status" = %s', where_params=(DeliveryStatus.SENDING,),
+            delivery_status=status, delivery_history=history, **fields)
     message.delivery_status = status
     _publish_status(message, status, detail)
     return Outcome(status, detail, retry_at=fields.get("next_attempt_at"))
@@ -276,19 +385,19 @@ def _retry_or_give_up(message: Message, history: list[dict[str, Any]], exc: smtp
                    delivery_server_reply=exc.reply, next_attempt_at=retry_at)
 
 
-def _over_hourly_cap(message: Message, now: dt.datetime) -> dt.datetime | None:
-    """When the inbox already sent its hourly allowance: the moment the oldest send leaves the window."""
-    cap = message.inbox.max_sends_per_hour
+def _hourly_allowance(inbox: Inbox, now: dt.datetime) -> tuple[int | None, dt.datetime | None]:
+    """(how many more the inbox may send this hour, None for no cap; when the next becomes allowed, if none)."""
+    cap = inbox.max_sends_per_hour
     if not cap:
-        return None
+        return None, None
     # Two workers may both pass this check at the edge: the cap can be exceeded by a message
     # or two, never by a flood. It is a guardrail, not an accounting rule.
     window = now - dt.timedelta(hours=1)
-    sent = list(Message.objects.filter(inbox_id=message.inbox_id, direction=Direction.OUT, data_sent_at__gte=window)
+    sent = list(Message.objects.filter(inbox_id=inbox.pk, direction=Direction.OUT, data_sent_at__gte=window)
                 .order_by("data_sent_at").values_list("data_sent_at", flat=True)[:cap])
     if len(sent) < cap:
-        return None
-    return sent[0] + dt.timedelta(hours=1, seconds=1)
+        return cap - len(sent), None
+    return 0, sent[0] + dt.timedelta(hours=1, seconds=1)
 
 
 def _save_to_sent(message: Message) -> None:

@@ -56,6 +56,42 @@ def test_one_task_delivers_its_inboxs_queued_replies_over_one_connection(
 
 
 @pytest.mark.django_db
+def test_a_drain_claims_in_batches_and_keeps_each_messages_own_history(smtp_server, inbox_for, customer_thread):
+    conversation, _ = customer_thread(inbox_for(smtp_server))
+    count = 2 * delivery.DRAIN_CLAIM_BATCH + 5
+    messages = [queue_reply(conversation, text=f"reply {n}") for n in range(count)]
+    # One of them failed once before (greylisted): its claim must carry that history on.
+    retried = messages[-1]
+    Message.objects.filter(pk=retried.pk).update(
+        delivery_attempts=1, delivery_history=[*retried.delivery_history, {
+            "at": "2025-01-01T00:00:00+00:00", "from": "sending", "to": "queued", "detail": "451 try later"}])
+
+    outcomes = delivery.deliver_and_drain(messages[0].pk)
+
+    assert list(outcomes) == [m.pk for m in messages]
+    assert _statuses(messages) == [DeliveryStatus.SENT] * count
+    assert len(smtp_server.wait_for(count)) == count
+    retried.refresh_from_db()
+    assert retried.delivery_attempts == 2
+    assert [(h["from"], h["to"]) for h in retried.delivery_history] == [
+        ("", "queued"), ("sending", "queued"), ("queued", "sending"), ("sending", "sent")]
+    assert retried.delivery_history[2]["detail"] == "attempt 2"
+
+
+@pytest.mark.django_db
+def test_a_drain_near_the_hourly_cap_claims_no_more_than_it_may_send(smtp_server, inbox_for, customer_thread):
+    conversation, _ = customer_thread(inbox_for(smtp_server, max_sends_per_hour=4))
+    messages = [queue_reply(conversation, text=f"reply {n}") for n in range(8)]
+
+    outcomes = delivery.deliver_and_drain(messages[0].pk)
+
+    assert [o.status for o in outcomes.values()] == ["sent"] * 4 + ["deferred"]
+    assert _statuses(messages) == [DeliveryStatus.SENT] * 4 + [DeliveryStatus.QUEUED] * 4
+    assert list(Message.objects.filter(pk__in=[m.pk for m in messages[4:]]).values_list(
+        "delivery_attempts", flat=True)) == [0] * 4
+
+
+@pytest.mark.django_db
 def test_a_transient_failure_stops_the_drain_and_leaves_the_rest_queued(
         smtp_server_factory, inbox_for, customer_thread):
     server = smtp_server_factory()
