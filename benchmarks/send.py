@@ -6,7 +6,8 @@ Everything is real: the database (DATABASE_URL, else a throwaway SQLite), Redis 
 else a private one), `celery worker` processes, and an aiosmtpd server in a process of its
 own. The clock for a worker run starts when the transaction that queued the N replies commits
 (its on-commit hook enqueues the N delivery tasks) and stops when all N are sent. The raw
-limit is smtplib sending the same prepared messages (already flattened) over one connection.
+limit is smtplib sending the same prepared messages (already flattened) over one connection,
+measured before and after the worker runs; the faster of the two is the one compared against.
 The last line printed is one JSON object.
 """
 
@@ -257,11 +258,17 @@ def main() -> None:
         raw = measure_raw(conversation, agent, args.n, smtp.port)
         print(f"raw smtplib, one connection:   {raw:8.1f} msgs/s")
         one = measure_workers(1, conversation, agent, args.n, smtp, workdir)
-        print(f"1 Celery worker, end to end:   {one:8.1f} msgs/s  ({one / raw:.0%} of raw)")
+        print(f"1 Celery worker, end to end:   {one:8.1f} msgs/s")
         two = measure_workers(2, conversation, agent, args.n, smtp, workdir)
+        # The machine may be shared: measure the limit again and keep the faster of the two,
+        # which makes the ratios the conservative ones.
+        again = measure_raw(conversation, agent, args.n, smtp.port)
+        print(f"raw smtplib, measured again:   {again:8.1f} msgs/s")
+        raw = max(raw, again)
         ratio = two / raw
         verdict = "meets" if ratio >= TARGET_RATIO else "misses"
-        print(f"2 Celery workers, end to end:  {two:8.1f} msgs/s  ({ratio:.0%} of raw; {verdict} the "
+        print(f"2 Celery workers, end to end:  {two:8.1f} msgs/s")
+        print(f"against the faster raw run: 1 worker {one / raw:.0%}, 2 workers {ratio:.0%} ({verdict} the "
               f"{TARGET_RATIO:.0%} target)")
         print(json.dumps({
             "n": args.n, "database": database, "msgs_per_s_1_worker": round(one, 1),

@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 MANAGERS_GROUP = "managers"
 SEND_TIMEOUT_SECONDS = 5.0
+# After the first event of a burst, wait this long for more: a bulk import publishes hundreds
+# a second, and one look at the listening groups then serves a burst instead of each event.
+BURST_LINGER_SECONDS = 0.02
 QUEUE_LIMIT = 10_000  # past this (Redis down for long), new events are dropped and logged
 
 
@@ -65,6 +68,7 @@ class _Publisher:
         while True:
             # Take everything queued so far: one burst, one look at which groups have listeners.
             burst = [await queue.get()]
+            await asyncio.sleep(BURST_LINGER_SECONDS)
             while not queue.empty():
                 burst.append(queue.get_nowait())
             try:

@@ -22,7 +22,7 @@ from django.core.files.base import ContentFile
 
 from conversations.models import Attachment, Message
 
-FILE_THREADS = 4
+FILE_THREADS = 2
 _RAW_FIELD = Message._meta.get_field("raw")
 _ATTACHMENT_FIELD = Attachment._meta.get_field("file")
 

@@ -38,6 +38,7 @@ from conversations.models import (
 )
 from conversations.parsing import ParsedEmail, parse_email, strip_reply_prefix
 from conversations.quarantine import PlainWordsError, describe_error, format_details, quarantine_message
+from conversations.rows import insert_row, lock_row, update_row
 from conversations.signals import conversation_started
 from conversations.threading import (
     Action,
@@ -289,7 +290,7 @@ def _store(
         imap_folder=item.imap_folder, imap_uidvalidity=item.imap_uidvalidity, imap_uid=item.imap_uid,
         raw=raw_name,
     )
-    message.save(force_insert=True)
+    insert_row(message)
     _save_attachments(message, parsed, attachment_names)
     reopened = choice.action == Action.REOPEN
     if not archive:
@@ -323,7 +324,9 @@ def _contact(lookups: Lookups, parsed: ParsedEmail) -> Contact:
     if contact is None:
         # No savepoint: when the same customer wrote to two inboxes at once and the other insert
         # won, the IntegrityError rolls this message back and the retry finds that contact.
-        return Contact.objects.create(address=sender_address(parsed), name=parsed.from_name)
+        contact = Contact(address=sender_address(parsed), name=parsed.from_name)
+        insert_row(contact)
+        return contact
     if not contact.name and parsed.from_name:
         Contact.objects.filter(pk=contact.pk).update(name=parsed.from_name)
         contact = Contact(pk=contact.pk, address=contact.address, name=parsed.from_name,
@@ -360,15 +363,15 @@ def _conversation(
     if candidate is not None:
         # The lock orders us with an agent closing or reopening it right now; its status as
         # read under the lock decides, not the batch's earlier reading.
-        row = Conversation.objects.select_for_update(of=("self",)).only(
-            "public_id", "department_id", "status", "closed_at", "last_message_at").get(pk=candidate.id)
+        row = lock_row(Conversation, candidate.id,
+                       ("public_id", "department_id", "status", "closed_at", "last_message_at"))
         current = known_conversation(row, candidate.contact_address)
         if current != candidate:
             lookups.update_conversation(current)
             choice = _choose(inbox, lookups, parsed, now=now, archive=archive)
         if choice.action != Action.NEW:
             return _join(row, current, choice, now=now, when=when, archive=archive)
-    conversation = Conversation.objects.create(
+    conversation = Conversation(
         inbox=inbox, department_id=inbox.department_id, contact=contact,
         subject=strip_reply_prefix(parsed.subject)[:998] or parsed.subject,
         previous_id=choice.previous.id if choice.previous else None,
@@ -378,6 +381,7 @@ def _conversation(
         closed_at=when if archive else None,
         created_at=when, last_message_at=when,
     )
+    insert_row(conversation)
     return conversation, known_conversation(conversation, contact.address), choice
 
 
@@ -390,7 +394,7 @@ def _join(row: Conversation, current: KnownConversation, choice: ThreadChoice, *
     if not archive and when > row.last_message_at:
         changes["last_message_at"] = when
     if changes:
-        Conversation.objects.filter(pk=row.pk).update(**changes)
+        update_row(Conversation, row.pk, **changes)
         for name, value in changes.items():
             setattr(row, name, value)
     return row, known_conversation(row, current.contact_address), choice
