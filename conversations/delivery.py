@@ -229,7 +229,11 @@ def deliver_and_drain(message_id: int) -> dict[int, Outcome]:
             if not _may_go_on(outcome):
                 break
     finally:
-        _release([message for message, _ in claimed])
+        try:
+            _release([message for message, _ in claimed])
+        except Exception:  # the database is down: the sweeper requeues them later; keep the first error
+            logger.warning("Could not give back %d claimed messages of inbox %s", len(claimed), inbox.pk,
+                           exc_info=True)
     if len(outcomes) > 1 or lost_total:
         delivered = sum(1 for outcome in outcomes.values() if outcome.status != "not claimed")
         logger.info("Drained %d messages of inbox %s in %.1f s; %d claims lost to other workers",
