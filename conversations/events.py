@@ -4,8 +4,8 @@ Groups: `department.<id>` for agents of a department, `managers` for managers.
 Payloads carry public ids and a small dict; clients fetch details over HTTP.
 
 Publishing never makes the caller wait for Redis: each process has one event loop on a
-daemon thread and one queue, drained in order, so events reach the layer in the order they
-were published. `flush()` waits until everything published so far has been sent; it runs at
+daemon thread and one queue, drained in order and in bursts, so events reach the layer in
+the order they were published. `flush()` waits until everything published so far has been sent; it runs at
 process exit too.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import logging
 import os
 import threading
@@ -36,46 +37,59 @@ def department_group(department_id: int) -> str:
 
 
 class _Publisher:
-    """A per-process event loop thread with an ordered queue of (groups, message) to send.
+    """A per-process event loop thread that sends what the process publishes, in order, in bursts.
 
     `async_to_sync` would build a new loop per call, and channels-redis keeps its connection
     pools per loop: every event then paid for a new Redis connection (~13 ms under load) and
-    the caller waited for it. The pid check gives each forked Celery child its own loop.
+    the caller waited for it. Publishers append to a deque and wake the loop only when no
+    wake-up is already on its way: a bulk import that publishes hundreds of events a second
+    wakes it once per burst, not once per event. The pid check gives each forked Celery child
+    its own loop.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue | None = None
         self._pid: int | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._pending: collections.deque[tuple[tuple[str, ...], dict[str, Any]]] = collections.deque()
+        self._woken = False  # a wake-up is on its way to the loop
+        self._submitted = 0  # events accepted so far (publishing threads)
+        self._done = 0  # events sent, or given up on, so far (the loop's thread)
 
-    def _start(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue]:
+    def _start(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None or self._pid != os.getpid() or self._loop.is_closed():
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="switchboard-events", daemon=True).start()
-                queue = asyncio.run_coroutine_threadsafe(self._make_queue(), loop).result(SEND_TIMEOUT_SECONDS)
-                asyncio.run_coroutine_threadsafe(self._drain(queue), loop)
-                self._loop, self._queue, self._pid = loop, queue, os.getpid()
-            return self._loop, self._queue
+                # A forked child inherits its parent's queue and counters, not its thread.
+                self._pending, self._woken, self._submitted, self._done = collections.deque(), False, 0, 0
+                self._wakeup = asyncio.run_coroutine_threadsafe(self._make_event(), loop).result(SEND_TIMEOUT_SECONDS)
+                asyncio.run_coroutine_threadsafe(self._drain(), loop)
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
 
     @staticmethod
-    async def _make_queue() -> asyncio.Queue:
-        return asyncio.Queue(maxsize=QUEUE_LIMIT)
+    async def _make_event() -> asyncio.Event:
+        return asyncio.Event()
 
-    @classmethod
-    async def _drain(cls, queue: asyncio.Queue) -> None:
+    async def _drain(self) -> None:
+        assert self._wakeup is not None
         while True:
-            # Take everything queued so far: one burst, one look at which groups have listeners.
-            burst = [await queue.get()]
+            await self._wakeup.wait()
+            # Wait a moment for more: one look at the listening groups then serves the burst.
             await asyncio.sleep(BURST_LINGER_SECONDS)
-            while not queue.empty():
-                burst.append(queue.get_nowait())
+            self._wakeup.clear()
+            with self._lock:
+                self._woken = False  # from here on, a new event wakes us again
+                burst = list(self._pending)
+                self._pending.clear()
+            if not burst:
+                continue
             try:
-                await cls._send_burst(get_channel_layer(), burst)
+                await self._send_burst(get_channel_layer(), burst)
             finally:
-                for _ in burst:
-                    queue.task_done()
+                self._done += len(burst)
 
     @classmethod
     async def _send_burst(cls, layer: Any, burst: list[tuple[tuple[str, ...], dict[str, Any]]]) -> None:
@@ -94,23 +108,26 @@ class _Publisher:
                 logger.exception("Could not publish %s", message.get("event"))
 
     def submit(self, groups: tuple[str, ...], message: dict[str, Any]) -> None:
-        loop, queue = self._start()
-
-        def put() -> None:
-            try:
-                queue.put_nowait((groups, message))
-            except asyncio.QueueFull:
+        loop = self._start()
+        with self._lock:
+            if len(self._pending) >= QUEUE_LIMIT:
                 logger.error("Event queue full; dropped %s", message.get("event"))
-
-        loop.call_soon_threadsafe(put)
+                return
+            self._pending.append((groups, message))
+            self._submitted += 1
+            wake, self._woken = not self._woken, True
+        if wake:
+            loop.call_soon_threadsafe(self._wakeup.set)
 
     def flush(self, timeout: float = SEND_TIMEOUT_SECONDS) -> None:
         if self._loop is None or self._pid != os.getpid() or self._loop.is_closed():
             return
+        with self._lock:
+            target = self._submitted
 
         async def settle() -> None:
-            await asyncio.sleep(0)  # let put() callbacks queued before this one run first
-            await self._queue.join()
+            while self._done < target:
+                await asyncio.sleep(0.005)
 
         try:
             asyncio.run_coroutine_threadsafe(settle(), self._loop).result(timeout)
