@@ -19,6 +19,31 @@ def check_encryption_keys(app_configs, **kwargs) -> list[checks.CheckMessage]:
     return []
 
 
+# Ingest and delivery insert and claim rows with INSERT / UPDATE ... RETURNING.
+SQLITE_MINIMUM = (3, 35)
+
+
+@checks.register(checks.Tags.compatibility)
+def check_sqlite_version(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    import sqlite3
+
+    from django.conf import settings
+
+    engine = settings.DATABASES["default"]["ENGINE"]
+    return sqlite_version_errors("sqlite" if engine.endswith("sqlite3") else engine, sqlite3.sqlite_version_info)
+
+
+def sqlite_version_errors(vendor: str, version: tuple[int, ...]) -> list[checks.CheckMessage]:
+    if vendor != "sqlite" or tuple(version[:2]) >= SQLITE_MINIMUM:
+        return []
+    found = ".".join(str(part) for part in version)
+    return [checks.Error(
+        f"SQLite {found} is too old: Switchboard needs {'.'.join(map(str, SQLITE_MINIMUM))} or newer "
+        "(for UPDATE ... RETURNING).",
+        hint="Use Debian 12 or newer, or set DATABASE_URL to a PostgreSQL database.",
+        id="switchboard.E003")]
+
+
 def unreadable_secrets() -> list[str]:
     """Name the model fields holding a secret the current keys cannot decrypt (one sample each)."""
     problems = []

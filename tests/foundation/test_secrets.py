@@ -142,3 +142,14 @@ def test_a_malformed_key_fails_the_system_check(settings):
     finally:
         settings.FIELD_ENCRYPTION_KEYS = old_keys
         reset_keys_cache()
+
+
+def test_an_sqlite_too_old_for_returning_is_refused_with_a_way_out():
+    from config.checks import sqlite_version_errors
+
+    assert sqlite_version_errors("sqlite", (3, 40, 1)) == []
+    assert sqlite_version_errors("django.db.backends.postgresql", (3, 7, 0)) == []
+    errors = sqlite_version_errors("sqlite", (3, 31, 1))
+    assert [e.id for e in errors] == ["switchboard.E003"]
+    assert "3.31.1" in errors[0].msg
+    assert "DATABASE_URL" in errors[0].hint
