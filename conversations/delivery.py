@@ -120,7 +120,7 @@ def _deliver(message: Message, inbox: Inbox, now: dt.datetime, reuse_connection:
         return Outcome("not claimed")
     if message.next_attempt_at and message.next_attempt_at > now:
         return Outcome("not claimed", "not due yet", retry_at=message.next_attempt_at)
-    waiting = _must_wait(inbox, message, now)
+    waiting, _ = _must_wait(inbox, message, now)
     if waiting is not None:
         return waiting
 
@@ -206,11 +206,10 @@ def deliver_and_drain(message_id: int) -> dict[int, Outcome]:
                     with_inbox=False, limit=min(DRAIN_CLAIM_BATCH, max_messages - len(outcomes)))
                 if not candidates:
                     break
-                waiting = _must_wait(inbox, candidates[0], now)
+                waiting, allowance = _must_wait(inbox, candidates[0], now)
                 if waiting is not None:
                     outcomes[candidates[0].pk] = waiting
                     break
-                allowance, _ = _hourly_allowance(inbox, now)
                 claimed = [(message, now) for message in _claim(candidates[:allowance], inbox, now)]
                 if not claimed:
                     # Another worker won these rows: read again, a bounded number of times in a row.
@@ -241,16 +240,18 @@ def deliver_and_drain(message_id: int) -> dict[int, Outcome]:
     return outcomes
 
 
-def _must_wait(inbox: Inbox, message: Message, now: dt.datetime) -> Outcome | None:
-    """Deferred when the inbox may not send now: waiting is not a status change, the message stays
-    queued (never dropped) with a later time."""
+def _must_wait(inbox: Inbox, message: Message, now: dt.datetime) -> tuple[Outcome | None, int | None]:
+    """(deferred, when the inbox may not send now; how many more it may send this hour, None for no cap).
+
+    Waiting is not a status change: the message stays queued (never dropped) with a later time.
+    """
     message.inbox = inbox
     if not inbox.active:
-        return _defer(message, now + dt.timedelta(minutes=5), INACTIVE)
+        return _defer(message, now + dt.timedelta(minutes=5), INACTIVE), 0
     allowance, wait_until = _hourly_allowance(inbox, now)
     if allowance == 0:
-        return _defer(message, wait_until, OVER_CAP)
-    return None
+        return _defer(message, wait_until, OVER_CAP), 0
+    return None, allowance
 
 
 def _claim(candidates: list[Message], inbox: Inbox, now: dt.datetime) -> list[Message]:
