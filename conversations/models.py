@@ -187,6 +187,9 @@ class Message(models.Model):
             models.Index(fields=["conversation", "created_at"]),
             models.Index(fields=["delivery_status", "next_attempt_at"]),
             models.Index(fields=["inbox", "header_message_id"]),
+            # A drain's next replies: an inbox's queued rows in order, without reading its history.
+            models.Index(fields=["inbox", "id"], condition=models.Q(delivery_status="queued"),
+                         name="message_queued_per_inbox"),
         ]
 
     def __str__(self) -> str:
