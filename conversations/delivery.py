@@ -12,8 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from email.message import Message as MIMEMessage
 from typing import Any
 
 from django.conf import settings
@@ -102,6 +105,44 @@ def _load(queryset: Any, *, with_inbox: bool, limit: int = 1) -> list[Message]:
 
 
 # ---------------------------------------------------------------------------
+# Building: the email of a message, on this thread or ahead on the builder's
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Built:
+    mime: MIMEMessage
+    recipients: list[str]
+    data: bytes | None  # flattened, when the envelope is plain ASCII (smtp.flatten)
+
+
+def _build(message: Message) -> _Built:
+    email = build_email(message)
+    mime = mime_message(email)
+    recipients = envelope_recipients(message)
+    ascii_envelope = "".join([message.inbox.address, *recipients]).isascii()
+    return _Built(mime, recipients, smtp.flatten(mime) if ascii_envelope else None)
+
+
+_builder: ThreadPoolExecutor | None = None
+_builder_lock = threading.Lock()
+
+
+def _build_ahead(message: Message) -> Future[_Built] | None:
+    """Start building `message` on the builder thread, or None when it must be built here.
+
+    A drain sends one message while the next is built: the builder works while this thread
+    waits for the SMTP server's replies. Only messages without attachments go ahead: building
+    those reads no database (a thread of its own would need its own connection).
+    """
+    global _builder
+    if getattr(message, "has_attachments", True) or message.inbox.outgoing_method == OutgoingMethod.ANYMAIL:
+        return None
+    with _builder_lock:
+        if _builder is None:
+            _builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-build")
+    return _builder.submit(_build, message)
+
+
+# ---------------------------------------------------------------------------
 # Delivering one message
 # ---------------------------------------------------------------------------
 def deliver_message(message_id: int, *, reuse_connection: bool = False) -> Outcome:
@@ -139,15 +180,19 @@ def _deliver(message: Message, inbox: Inbox, now: dt.datetime, reuse_connection:
     return _deliver_claimed(message, now, reuse_connection)
 
 
-def _deliver_claimed(message: Message, claimed_at: dt.datetime, reuse_connection: bool) -> Outcome:
-    """Send a message this worker claimed (its row in sending, its attempt counted) and record the outcome."""
+def _deliver_claimed(message: Message, claimed_at: dt.datetime, reuse_connection: bool,
+                     built: Future[_Built] | None = None) -> Outcome:
+    """Send a message this worker claimed (its row in sending, its attempt counted) and record the outcome.
+
+    `built`: its email, being built ahead (`_build_ahead`); otherwise it is built here.
+    """
     inbox = message.inbox
     history = [*message.delivery_history, _entry(claimed_at, DeliveryStatus.QUEUED, DeliveryStatus.SENDING,
                                                  f"attempt {message.delivery_attempts}")]
     _publish_status(message, DeliveryStatus.SENDING)
 
     try:
-        outcome = _send(message, history, reuse_connection)
+        outcome = _send(message, history, reuse_connection, built)
     except smtp.DataSentNoAnswer as exc:
         outcome = _finish(message, history, DeliveryStatus.UNCERTAIN, str(exc), delivery_last_error=str(exc))
     except smtp.PermanentError as exc:
@@ -192,6 +237,7 @@ def deliver_and_drain(message_id: int) -> dict[int, Outcome]:
     max_messages = int(settings.DELIVERY_DRAIN_MAX_MESSAGES)
     max_seconds = float(settings.DELIVERY_DRAIN_MAX_SECONDS)
     claimed: list[tuple[Message, dt.datetime]] = []
+    ahead: dict[int, Future[_Built] | None] = {}  # the next message's email, being built meanwhile
     lost = lost_total = 0
     from_end = False
     try:
@@ -223,7 +269,10 @@ def deliver_and_drain(message_id: int) -> dict[int, Outcome]:
                     continue
                 lost = 0
             message, claimed_at = claimed.pop(0)
-            outcome = _deliver_claimed(message, claimed_at, reuse_connection=True)
+            built = ahead.pop(message.pk, None)
+            if claimed and claimed[0][0].pk not in ahead:
+                ahead[claimed[0][0].pk] = _build_ahead(claimed[0][0])
+            outcome = _deliver_claimed(message, claimed_at, reuse_connection=True, built=built)
             outcomes[message.pk] = outcome
             if not _may_go_on(outcome):
                 break
@@ -315,10 +364,8 @@ def _defer(message: Message, until: dt.datetime, reason: str) -> Outcome:
     return Outcome("deferred", reason, retry_at=until)
 
 
-def _send(message: Message, history: list[dict[str, Any]], reuse_connection: bool) -> Outcome:
-    email = build_email(message)
-    recipients = envelope_recipients(message)
-
+def _send(message: Message, history: list[dict[str, Any]], reuse_connection: bool,
+          built: Future[_Built] | None = None) -> Outcome:
     def before_data() -> None:
         # Committed before the first byte of data leaves: from here on a crash means "maybe sent".
         update_row(Message, message.pk, where='"delivery_status" = %s', where_params=(DeliveryStatus.SENDING,),
@@ -326,11 +373,13 @@ def _send(message: Message, history: list[dict[str, Any]], reuse_connection: boo
 
     inbox = message.inbox
     if inbox.outgoing_method == OutgoingMethod.ANYMAIL:
+        email_for_service = build_email(message)
         before_data()
-        result = smtp.send_anymail(inbox, email)
+        result = smtp.send_anymail(inbox, email_for_service)
     else:
-        result = smtp.send(inbox, mime_message(email), envelope_from=inbox.address, recipients=recipients,
-                           before_data=before_data, reuse=reuse_connection)
+        email = built.result() if built is not None else _build(message)
+        result = smtp.send(inbox, email.mime, envelope_from=inbox.address, recipients=email.recipients,
+                           before_data=before_data, reuse=reuse_connection, data=email.data)
     detail = result.reply
     if result.refused:
         detail += "; refused: " + "; ".join(f"{a}: {r}" for a, r in result.refused.items())

@@ -236,11 +236,13 @@ def flatten(message: MIMEMessage) -> bytes:
 # Sending
 # ---------------------------------------------------------------------------
 def send(inbox: Inbox, message: MIMEMessage, *, envelope_from: str, recipients: Sequence[str],
-         before_data: Callable[[], None] | None = None, reuse: bool = False) -> SendResult:
-    """Send `message` to exactly `recipients`; smtplib flattens it (CRLF, dot-stuffing) and drops Bcc.
+         before_data: Callable[[], None] | None = None, reuse: bool = False, data: bytes | None = None,
+         ) -> SendResult:
+    """Send `message` to exactly `recipients`, flattened (CRLF, without Bcc; smtplib dot-stuffs).
 
     `before_data` runs just before the first byte of the message data goes out. With `reuse`,
-    the connection is kept for the next send from this process.
+    the connection is kept for the next send from this process. `data`: `flatten(message)`,
+    made beforehand (a drain prepares the next message while this one is on the wire).
     """
     if not recipients:
         raise PermanentError("No recipients.")
@@ -248,24 +250,25 @@ def send(inbox: Inbox, message: MIMEMessage, *, envelope_from: str, recipients: 
     client = _take_pooled(inbox) if reuse else None
     if client is not None:
         try:
-            return _transaction(inbox, client, message, envelope_from, recipients, before_data, reuse)
+            return _transaction(inbox, client, message, envelope_from, recipients, before_data, reuse, data)
         except TransientError as exc:
             if getattr(exc, "stale_connection", False):
                 client = None  # the kept connection had died; nothing was handed over, open a new one
             else:
                 raise
     client = _connect(inbox, timeout)
-    return _transaction(inbox, client, message, envelope_from, recipients, before_data, reuse)
+    return _transaction(inbox, client, message, envelope_from, recipients, before_data, reuse, data)
 
 
 def _transaction(inbox: Inbox, client: smtplib.SMTP, message: MIMEMessage, envelope_from: str,
-                 recipients: Sequence[str], before_data: Callable[[], None] | None, reuse: bool) -> SendResult:
+                 recipients: Sequence[str], before_data: Callable[[], None] | None, reuse: bool,
+                 data: bytes | None) -> SendResult:
     client.before_data = before_data
     client.data_handed_over = False
     client.last_reply = ""
     try:
         if "".join([envelope_from, *recipients]).isascii():
-            refused = client.sendmail(envelope_from, list(recipients), flatten(message))
+            refused = client.sendmail(envelope_from, list(recipients), flatten(message) if data is None else data)
         else:  # SMTPUTF8, which smtplib negotiates
             refused = client.send_message(message, from_addr=envelope_from, to_addrs=list(recipients))
     except Exception as exc:

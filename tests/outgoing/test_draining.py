@@ -162,3 +162,26 @@ def test_two_real_workers_draining_one_inbox_send_each_reply_exactly_once(
     for message in Message.objects.filter(pk__in=[m.pk for m in messages]):
         assert message.delivery_attempts == 1
         assert [h["to"] for h in message.delivery_history] == ["queued", "sending", "sent"]
+
+
+@pytest.mark.django_db
+def test_each_drained_message_leaves_with_its_own_content_and_a_broken_one_fails_alone(
+        smtp_server, inbox_for, customer_thread):
+    # While one message is on the wire the next is built on another thread: what each
+    # recipient gets must still be its own message, and a message that cannot be built fails
+    # on its own turn without costing the others theirs.
+    conversation, _ = customer_thread(inbox_for(smtp_server))
+    messages = [queue_reply(conversation, text=f"reply number {n}") for n in range(6)]
+    Message.objects.filter(pk=messages[3].pk).update(to=[{"name": "no address"}])
+
+    outcomes = delivery.deliver_and_drain(messages[0].pk)
+
+    assert [outcomes[m.pk].status for m in messages] == [DeliveryStatus.SENT] * 3 + [
+        DeliveryStatus.FAILED] + [DeliveryStatus.SENT] * 2
+    assert "KeyError" in Message.objects.get(pk=messages[3].pk).delivery_last_error
+    received = smtp_server.wait_for(5)
+    assert len(received) == 5
+    ids_and_texts = sorted((m.message_id, f"reply number {n}") for n, m in enumerate(messages) if n != 3)
+    got = sorted((r.message["Message-ID"].strip("<>"), r.message.get_body(("plain",)).get_content().strip())
+                 for r in received)
+    assert got == ids_and_texts
