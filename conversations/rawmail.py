@@ -147,8 +147,10 @@ class Elisions:
 def elide_base64(raw: bytes) -> tuple[bytes, Elisions]:
     """The message with long base64 runs (in the body, never the top-level headers) replaced by
     token lines, and what they stood for."""
-    _, body_start = head_end(raw)
     elisions = Elisions(raw=raw)
+    if len(raw) < ELIDE_MIN_BYTES:
+        return raw, elisions  # no run that long fits: skip the scan (most mail)
+    _, body_start = head_end(raw)
     nonce = secrets.token_hex(4).encode()
     pieces: list[bytes] = []
     position = body_start
