@@ -139,7 +139,10 @@ def _build_ahead(message: Message) -> Future[_Built] | None:
     with _builder_lock:
         if _builder is None:
             _builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-build")
-    return _builder.submit(_build, message)
+    try:
+        return _builder.submit(_build, message)
+    except RuntimeError:  # the interpreter is shutting down: build it here, in turn
+        return None
 
 
 # ---------------------------------------------------------------------------
