@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from conversations.events import publish
 from conversations.models import Attachment, Conversation, DeliveryStatus, Direction, Message, MessageKind
-from conversations.outgoing import build_email, envelope_recipients, mime_message
+from conversations.outgoing import ascii_address, build_email, envelope_recipients, mime_message
 from conversations.rows import update_row
 from inboxes import smtp
 from inboxes.models import Inbox, OutgoingMethod
@@ -118,7 +118,7 @@ def _build(message: Message) -> _Built:
     email = build_email(message)
     mime = mime_message(email)
     recipients = envelope_recipients(message)
-    ascii_envelope = "".join([message.inbox.address, *recipients]).isascii()
+    ascii_envelope = "".join([ascii_address(message.inbox.address), *recipients]).isascii()
     return _Built(mime, recipients, smtp.flatten(mime) if ascii_envelope else None)
 
 
@@ -381,7 +381,7 @@ def _send(message: Message, history: list[dict[str, Any]], reuse_connection: boo
         result = smtp.send_anymail(inbox, email_for_service)
     else:
         email = built.result() if built is not None else _build(message)
-        result = smtp.send(inbox, email.mime, envelope_from=inbox.address, recipients=email.recipients,
+        result = smtp.send(inbox, email.mime, envelope_from=ascii_address(inbox.address), recipients=email.recipients,
                            before_data=before_data, reuse=reuse_connection, data=email.data)
     detail = result.reply
     if result.refused:

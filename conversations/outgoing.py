@@ -51,16 +51,30 @@ def thread_index(conversation_created: dt.datetime, conversation_id: uuid.UUID,
     return base64.b64encode(block).decode("ascii")
 
 
+def ascii_address(address: str) -> str:
+    """The address with an internationalised domain in its ASCII (IDNA) form, which every server
+    takes: `kunde@bücher.example` → `kunde@xn--bcher-kva.example`. The local part is ASCII
+    already: replies validate it so."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:  # not a domain IDNA can spell: left as it is, the server will say no
+        return address
+
+
 def _address(entry: dict[str, str]) -> str:
     # formataddr quotes the display name; Django encodes non-ASCII names (RFC 2047).
-    return formataddr((header_safe(entry.get("name", "")), entry["address"]))
+    return formataddr((header_safe(entry.get("name", "")), ascii_address(entry["address"])))
 
 
 def envelope_recipients(message: Message) -> list[str]:
     """Exactly to + cc + bcc, each once."""
     seen: dict[str, str] = {}
     for entry in [*message.to, *message.cc, *message.bcc]:
-        seen.setdefault(entry["address"].lower(), entry["address"])
+        address = ascii_address(entry["address"])
+        seen.setdefault(address.lower(), address)
     return list(seen.values())
 
 

@@ -323,3 +323,21 @@ def test_an_inactive_inbox_keeps_its_replies_queued(smtp_server, inbox_for, cust
 def _time_passes(message) -> None:
     """The retry's moment has come (without the test waiting for it)."""
     type(message).objects.filter(pk=message.pk).update(next_attempt_at=timezone.now() - dt.timedelta(seconds=1))
+
+
+@pytest.mark.django_db
+def test_a_recipient_at_an_internationalised_domain_gets_the_reply_at_its_ascii_form(
+        smtp_server, inbox_for, customer_thread):
+    # Validation takes such an address; formataddr refuses non-ASCII, and a server without
+    # SMTPUTF8 would too. IDNA spells the same domain in ASCII, which every server takes.
+    conversation, _ = customer_thread(inbox_for(smtp_server))
+    message = queue_reply(conversation, text="Grüße zurück.", to=["Jürgen <juergen@bücher.example>"],
+                          bcc=["JUERGEN@xn--bcher-kva.example"])
+
+    outcome = delivery.deliver_message(message.pk)
+
+    assert outcome.status == DeliveryStatus.SENT
+    [received] = smtp_server.wait_for(1)
+    assert received.rcpt_tos == ["juergen@xn--bcher-kva.example"]  # one recipient, however written
+    assert received.message["To"].endswith("<juergen@xn--bcher-kva.example>")
+    assert "Grüße zurück." in received.message.get_body(("plain",)).get_content()
