@@ -103,7 +103,6 @@ def _load(queryset: Any, *, with_inbox: bool, limit: int = 1) -> list[Message]:
     return messages
 
 
-
 # ---------------------------------------------------------------------------
 # Building: the email of a message, on this thread or ahead on the builder's
 # ---------------------------------------------------------------------------
@@ -118,8 +117,8 @@ def _build(message: Message) -> _Built:
     email = build_email(message)
     mime = mime_message(email)
     recipients = envelope_recipients(message)
-    ascii_envelope = "".join([ascii_address(message.inbox.address), *recipients]).isascii()
-    return _Built(mime, recipients, smtp.flatten(mime) if ascii_envelope else None)
+    plain = not smtp.needs_smtputf8(ascii_address(message.inbox.address), recipients)
+    return _Built(mime, recipients, smtp.flatten(mime) if plain else None)
 
 
 _builder: ThreadPoolExecutor | None = None

@@ -219,6 +219,11 @@ class _Generator(BytesGenerator):
                 return boundary
 
 
+def needs_smtputf8(envelope_from: str, recipients: Sequence[str]) -> bool:
+    """Whether an address of the envelope is not ASCII: then smtplib's SMTPUTF8 path sends it."""
+    return not "".join([envelope_from, *recipients]).isascii()
+
+
 def flatten(message: MIMEMessage) -> bytes:
     """The bytes smtplib's send_message would send for an ASCII envelope: CRLF, without Bcc."""
     policy = message.policy
@@ -267,7 +272,7 @@ def _transaction(inbox: Inbox, client: smtplib.SMTP, message: MIMEMessage, envel
     client.data_handed_over = False
     client.last_reply = ""
     try:
-        if "".join([envelope_from, *recipients]).isascii():
+        if not needs_smtputf8(envelope_from, recipients):
             refused = client.sendmail(envelope_from, list(recipients), flatten(message) if data is None else data)
         else:  # SMTPUTF8, which smtplib negotiates
             refused = client.send_message(message, from_addr=envelope_from, to_addrs=list(recipients))
