@@ -12,9 +12,11 @@ different responses from whoever sends:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
+import re
 import secrets
 import smtplib
 import ssl
@@ -273,7 +275,11 @@ def _transaction(inbox: Inbox, client: smtplib.SMTP, message: MIMEMessage, envel
     client.last_reply = ""
     try:
         if not needs_smtputf8(envelope_from, recipients):
-            refused = client.sendmail(envelope_from, list(recipients), flatten(message) if data is None else data)
+            data = flatten(message) if data is None else data
+            if client.has_extn("pipelining") and all(map(_PLAIN_ADDRESS.fullmatch, [envelope_from, *recipients])):
+                refused = _sendmail_pipelined(client, envelope_from, recipients, data)
+            else:
+                refused = client.sendmail(envelope_from, list(recipients), data)
         else:  # SMTPUTF8, which smtplib negotiates
             refused = client.send_message(message, from_addr=envelope_from, to_addrs=list(recipients))
     except Exception as exc:
@@ -291,6 +297,68 @@ def _transaction(inbox: Inbox, client: smtplib.SMTP, message: MIMEMessage, envel
     else:
         _close(client)
     return result
+
+
+# An address smtplib would send as `<address>` unchanged: no quoting, no spaces, no controls.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+
+
+def _sendmail_pipelined(client: smtplib.SMTP, envelope_from: str, recipients: Sequence[str], data: bytes,
+                        ) -> dict[str, tuple[int, bytes]]:
+    """smtplib's sendmail in two round trips instead of 3 + recipients, for a server that offers PIPELINING.
+
+    MAIL, every RCPT and DATA go out in one write (RFC 2920, DATA last). The message goes out
+    only after a 354, and only when the sender and at least one recipient were accepted;
+    `before_data` runs just before it, as in smtplib's data().
+    Failures raise what sendmail raises, so they are classified alike; the connection is left
+    reset and usable, as sendmail leaves it.
+    """
+    size = f" SIZE={len(data)}" if client.has_extn("size") else ""
+    commands = [f"MAIL FROM:<{envelope_from}>{size}", *(f"RCPT TO:<{address}>" for address in recipients), "DATA"]
+    client.send("".join(f"{command}\r\n" for command in commands))
+    replies = []
+    for _ in commands:
+        try:
+            replies.append(client.getreply())
+        except smtplib.SMTPServerDisconnected:
+            if replies and replies[-1][0] == 421:  # the server said why it hung up
+                raise smtplib.SMTPResponseException(*replies[-1]) from None
+            raise
+    (mail_code, mail_reply), (data_code, data_reply) = replies[0], replies[-1]
+    refused = {address: reply for address, reply in zip(recipients, replies[1:-1], strict=True)
+               if reply[0] not in (250, 251)}
+    if mail_code != 250 or len(refused) == len(recipients) or data_code != 354:
+        if data_code == 354:  # a server that takes DATA with nobody to deliver to gets an empty message
+            client.send(b".\r\n")
+            client.getreply()
+        _reset(client, closing=421 in (mail_code, data_code))
+        if mail_code != 250:
+            raise smtplib.SMTPSenderRefused(mail_code, mail_reply, envelope_from)
+        if len(refused) == len(recipients):
+            raise smtplib.SMTPRecipientsRefused(refused)
+        raise smtplib.SMTPDataError(data_code, data_reply)
+    # From here the server may have the message. Dot-stuffing is smtplib's, as in data().
+    if client.before_data is not None:
+        client.before_data()
+    client.data_handed_over = True
+    stuffed = smtplib._quote_periods(data)
+    client.send(stuffed + (b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n"))
+    code, reply = client.getreply()
+    client.last_reply = f"{code} {reply.decode(errors='replace')}"
+    if code != 250:
+        _reset(client, closing=code == 421)
+        raise smtplib.SMTPDataError(code, reply)
+    return refused
+
+
+def _reset(client: smtplib.SMTP, *, closing: bool) -> None:
+    """After a refused transaction: RSET for the next one, or close when the server said it is closing (421)."""
+    if closing:
+        client.close()
+        return
+    # A server already gone: the next send finds the connection dead and opens a new one.
+    with contextlib.suppress(smtplib.SMTPServerDisconnected):
+        client.rset()
 
 
 def _classify(exc: BaseException, *, handed_over: bool) -> DeliveryError:

@@ -1,7 +1,7 @@
 """A real aiosmtpd SMTP server on loopback for tests (fixtures), and for benchmarks.
 
 `SMTPTestServer` is a plain class (usable from a script): plain, STARTTLS or implicit TLS,
-optional AUTH (LOGIN/PLAIN), and behaviours that fail on purpose (5xx/4xx to RCPT or DATA,
+optional AUTH (LOGIN/PLAIN), PIPELINING offered or not, and behaviours that fail on purpose (5xx/4xx to RCPT or DATA,
 take the data and never answer, no STARTTLS offered, stop and start again on the same
 port). It records every envelope it accepted. Its certificate comes from a throwaway CA
 generated once per test session; the transport trusts it through settings.SMTP_CA_FILE.
@@ -65,6 +65,7 @@ class Received:
 class Behaviour:
     """How the server answers. Replies are full SMTP lines, e.g. "550 5.7.1 Go away"."""
 
+    mail_reply: str | None = None  # to every MAIL FROM
     rcpt_reply: str | None = None  # to every RCPT
     refuse: dict[str, str] = field(default_factory=dict)  # per recipient address
     data_reply: str | None = None  # after the final dot, instead of 250
@@ -84,6 +85,22 @@ class Behaviour:
 class _Handler:
     def __init__(self, server: SMTPTestServer) -> None:
         self.server = server
+
+    async def handle_EHLO(self, smtp: Any, session: Any, envelope: Any, hostname: str, responses: list[str],
+                          ) -> list[str]:
+        # aiosmtpd reads commands off a buffered stream one at a time, so pipelined commands
+        # (RFC 2920) work; like Postfix, Exim or Exchange it may say so, which it does not by itself.
+        session.host_name = hostname
+        if self.server.offer_pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
+
+    async def handle_MAIL(self, smtp: Any, session: Any, envelope: Any, address: str, options: list) -> str:
+        if self.server.behaviour.mail_reply:
+            return self.server.behaviour.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(self, smtp: Any, session: Any, envelope: Any, address: str, options: list) -> str:
         behaviour = self.server.behaviour
@@ -117,7 +134,8 @@ class SMTPTestServer:
 
     def __init__(self, *, security: str = PLAIN, certificates: TestCertificates | None = None,
                  username: str | None = None, password: str | None = None, offer_starttls: bool = True,
-                 port: int | None = None, behaviour: Behaviour | None = None) -> None:
+                 offer_pipelining: bool = True, port: int | None = None, behaviour: Behaviour | None = None,
+                 ) -> None:
         if security != PLAIN and certificates is None:
             raise ValueError("TLS modes need certificates")
         self.security = security
@@ -125,6 +143,7 @@ class SMTPTestServer:
         self.username = username
         self.password = password
         self.offer_starttls = offer_starttls
+        self.offer_pipelining = offer_pipelining
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.behaviour = behaviour or Behaviour()

@@ -1,0 +1,106 @@
+"""Pipelined SMTP (RFC 2920) where the server offers it, and the classic exchange where it does not:
+the same recipients get the same bytes, and refusals read the same."""
+
+from __future__ import annotations
+
+import pytest
+
+from conversations import delivery
+from conversations.models import DeliveryStatus
+from conversations.replies import queue_reply
+from inboxes import smtp
+from tests.servers.smtp import Behaviour
+
+pytestmark = pytest.mark.django_db
+
+BOTH_WAYS = pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+
+
+def _mime(text: str):
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["From"] = "support@switchboard.test"
+    message["To"] = "ann@example.test"
+    message["Subject"] = "Dots"
+    message.set_content(text)
+    return message
+
+
+@BOTH_WAYS
+def test_lines_that_start_with_a_dot_arrive_intact(smtp_server_factory, inbox_for, pipelining):
+    server = smtp_server_factory(offer_pipelining=pipelining)
+    inbox = inbox_for(server)
+    text = ".\n..two dots\n.end of a sentence\nlast line without newline"
+    client_seen = []
+    result = smtp.send(inbox, _mime(text), envelope_from=inbox.address, recipients=["ann@example.test"],
+                       before_data=lambda: client_seen.append("before data"))
+
+    assert result.reply.startswith("250")
+    assert client_seen == ["before data"]
+    [received] = server.wait_for(1)
+    assert received.message.get_content().splitlines() == text.splitlines()
+    assert (received.mail_from, received.rcpt_tos) == ("support@switchboard.test", ["ann@example.test"])
+
+
+@BOTH_WAYS
+def test_a_reply_with_a_refused_cc_reaches_the_others(smtp_server_factory, inbox_for, customer_thread, pipelining):
+    server = smtp_server_factory(offer_pipelining=pipelining,
+                                 behaviour=Behaviour(refuse={"gone@example.test": "550 5.1.1 Gone"}))
+    conversation, _ = customer_thread(inbox_for(server))
+    message = queue_reply(conversation, text="Hi all", cc=["gone@example.test", "bob@example.test"],
+                          bcc=["boss@example.test"])
+
+    delivery.deliver_message(message.pk)
+
+    message.refresh_from_db()
+    assert message.delivery_status == DeliveryStatus.SENT
+    assert "gone@example.test: 550 5.1.1 Gone" in message.delivery_server_reply
+    [received] = server.received
+    assert received.rcpt_tos == ["ann@example.test", "bob@example.test", "boss@example.test"]
+    assert "boss@example.test" not in received.data.decode()
+
+
+@BOTH_WAYS
+@pytest.mark.parametrize(("behaviour", "expected"), [
+    (Behaviour(mail_reply="553 5.7.1 Sender not allowed"), "553 5.7.1 Sender not allowed"),
+    (Behaviour(rcpt_reply="550 5.1.1 No such user"), "550 5.1.1 No such user"),
+    (Behaviour(data_reply="554 5.6.0 Message rejected"), "554 5.6.0 Message rejected"),
+], ids=["sender", "every-recipient", "content"])
+def test_a_refusal_fails_the_reply_with_the_servers_words_and_the_next_reply_still_goes_out(
+        smtp_server_factory, inbox_for, customer_thread, pipelining, behaviour, expected):
+    behaviour.fail_times = 1 if behaviour.data_reply else None
+    server = smtp_server_factory(offer_pipelining=pipelining, behaviour=behaviour)
+    conversation, _ = customer_thread(inbox_for(server))
+    refused = queue_reply(conversation, text="First")
+
+    delivery.deliver_and_drain(refused.pk)
+    refused.refresh_from_db()
+    assert refused.delivery_status == DeliveryStatus.FAILED
+    assert expected in refused.delivery_last_error
+    assert refused.data_sent_at is None or behaviour.data_reply  # only a refusal after the data had data
+
+    # The kept connection was reset: the next reply, once the server takes mail again, goes out on it.
+    server.behaviour = Behaviour()
+    accepted = queue_reply(conversation, text="Second")
+    delivery.deliver_and_drain(accepted.pk)
+    accepted.refresh_from_db()
+    assert accepted.delivery_status == DeliveryStatus.SENT
+    [received] = server.wait_for(1)
+    assert "Second" in received.message.get_body(("plain",)).get_content()
+    assert received.rcpt_tos == ["ann@example.test"]
+
+
+def test_a_4xx_to_the_sender_is_retried_not_failed(smtp_server_factory, inbox_for, customer_thread):
+    server = smtp_server_factory(behaviour=Behaviour(mail_reply="451 4.3.0 Try again later"))
+    conversation, _ = customer_thread(inbox_for(server))
+    message = queue_reply(conversation, text="Later")
+
+    delivery.deliver_message(message.pk)
+
+    message.refresh_from_db()
+    assert message.delivery_status == DeliveryStatus.QUEUED
+    assert message.next_attempt_at is not None
+    assert "451 4.3.0 Try again later" in message.delivery_last_error
+    assert message.data_sent_at is None
+    assert server.received == []
