@@ -9,18 +9,20 @@ again. Every status change is appended to `delivery_history` and published as
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import random
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message as MIMEMessage
 from typing import Any
 
 from django.conf import settings
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
@@ -156,7 +158,8 @@ def deliver_message(message_id: int, *, reuse_connection: bool = False) -> Outco
     return _deliver(found[0], found[0].inbox, timezone.now(), reuse_connection)
 
 
-def _deliver(message: Message, inbox: Inbox, now: dt.datetime, reuse_connection: bool) -> Outcome:
+def _deliver(message: Message, inbox: Inbox, now: dt.datetime, reuse_connection: bool,
+             later: _Later | None = None) -> Outcome:
     """Check, claim and send one loaded message; its own claim, data_sent_at and outcome writes."""
     message.inbox = inbox
     if message.delivery_status != DeliveryStatus.QUEUED:
@@ -179,14 +182,15 @@ def _deliver(message: Message, inbox: Inbox, now: dt.datetime, reuse_connection:
         return Outcome("not claimed")
     message.delivery_attempts += 1
     message.delivery_status = DeliveryStatus.SENDING
-    return _deliver_claimed(message, now, reuse_connection)
+    return _deliver_claimed(message, now, reuse_connection, later=later)
 
 
 def _deliver_claimed(message: Message, claimed_at: dt.datetime, reuse_connection: bool,
-                     built: Future[_Built] | None = None) -> Outcome:
+                     built: Future[_Built] | None = None, later: _Later | None = None) -> Outcome:
     """Send a message this worker claimed (its row in sending, its attempt counted) and record the outcome.
 
     `built`: its email, being built ahead (`_build_ahead`); otherwise it is built here.
+    `later`: a drain's held-back "sent" write (`_Later`), which this message's writes carry.
     """
     inbox = message.inbox
     history = [*message.delivery_history, _entry(claimed_at, DeliveryStatus.QUEUED, DeliveryStatus.SENDING,
@@ -194,19 +198,20 @@ def _deliver_claimed(message: Message, claimed_at: dt.datetime, reuse_connection
     _publish_status(message, DeliveryStatus.SENDING)
 
     try:
-        outcome = _send(message, history, reuse_connection, built)
+        outcome = _send(message, history, reuse_connection, built, later)
     except smtp.DataSentNoAnswer as exc:
-        outcome = _finish(message, history, DeliveryStatus.UNCERTAIN, str(exc), delivery_last_error=str(exc))
+        outcome = _finish(message, history, DeliveryStatus.UNCERTAIN, str(exc), later,
+                          delivery_last_error=str(exc))
     except smtp.PermanentError as exc:
-        outcome = _finish(message, history, DeliveryStatus.FAILED, str(exc), delivery_last_error=str(exc),
+        outcome = _finish(message, history, DeliveryStatus.FAILED, str(exc), later, delivery_last_error=str(exc),
                           delivery_server_reply=exc.reply)
     except smtp.TransientError as exc:
-        outcome = _retry_or_give_up(message, history, exc)
+        outcome = _retry_or_give_up(message, history, exc, later)
     except Exception as exc:
         # Could not even build the email (a missing attachment file...): no retry will fix that.
         logger.exception("Could not deliver message %s", message.pk)
         detail = f"{type(exc).__name__}: {exc}"
-        outcome = _finish(message, history, DeliveryStatus.FAILED, detail, delivery_last_error=detail)
+        outcome = _finish(message, history, DeliveryStatus.FAILED, detail, later, delivery_last_error=detail)
     if outcome.status == DeliveryStatus.SENT and inbox.save_to_sent:
         _save_to_sent(message)
     return outcome
@@ -221,7 +226,8 @@ def deliver_and_drain(message_id: int) -> dict[int, Outcome]:
     After the first message, the drain claims a few queued rows at once (one UPDATE for up to
     DRAIN_CLAIM_BATCH) and sends them in turn; each still has its own data_sent_at and outcome
     writes and its own events, so a crash anywhere is recovered by the sweeper exactly as for a
-    single delivery (a claimed message whose data never left is requeued). The drain stops when
+    single delivery (a claimed message whose data never left is requeued). A message's "sent"
+    shares the commit of the next message's data_sent_at (`_Later`). The drain stops when
     none is left, at the budget (DELIVERY_DRAIN_MAX_MESSAGES / _SECONDS), or when the inbox must
     wait (inactive, hourly cap) or the server failed transiently: what it claimed and did not
     send goes back to queued, untouched, for its own task and the sweeper. Returns the outcome
@@ -233,8 +239,19 @@ def deliver_and_drain(message_id: int) -> dict[int, Outcome]:
     if not found:
         return {message_id: Outcome("not claimed")}
     inbox = found[0].inbox  # once per task, not per message
-    outcomes = {message_id: _deliver(found[0], inbox, timezone.now(), reuse_connection=True)}
-    if not _may_go_on(outcomes[message_id]):
+    later = _Later()
+    try:
+        return _drain(found[0], inbox, started, later)
+    finally:
+        try:
+            later.write()
+        except Exception:  # the database is down: the sweeper finds the message in sending, data sent
+            logger.warning("Could not record that message %s was sent", later.message_id, exc_info=True)
+
+
+def _drain(first: Message, inbox: Inbox, started: float, later: _Later) -> dict[int, Outcome]:
+    outcomes = {first.pk: _deliver(first, inbox, timezone.now(), reuse_connection=True, later=later)}
+    if not _may_go_on(outcomes[first.pk]):
         return outcomes
     max_messages = int(settings.DELIVERY_DRAIN_MAX_MESSAGES)
     max_seconds = float(settings.DELIVERY_DRAIN_MAX_SECONDS)
@@ -274,7 +291,7 @@ def deliver_and_drain(message_id: int) -> dict[int, Outcome]:
             built = ahead.pop(message.pk, None)
             if claimed and claimed[0][0].pk not in ahead:
                 ahead[claimed[0][0].pk] = _build_ahead(claimed[0][0])
-            outcome = _deliver_claimed(message, claimed_at, reuse_connection=True, built=built)
+            outcome = _deliver_claimed(message, claimed_at, reuse_connection=True, built=built, later=later)
             outcomes[message.pk] = outcome
             if not _may_go_on(outcome):
                 break
@@ -367,11 +384,13 @@ def _defer(message: Message, until: dt.datetime, reason: str) -> Outcome:
 
 
 def _send(message: Message, history: list[dict[str, Any]], reuse_connection: bool,
-          built: Future[_Built] | None = None) -> Outcome:
+          built: Future[_Built] | None = None, later: _Later | None = None) -> Outcome:
     def before_data() -> None:
         # Committed before the first byte of data leaves: from here on a crash means "maybe sent".
-        update_row(Message, message.pk, where='"delivery_status" = %s', where_params=(DeliveryStatus.SENDING,),
-                data_sent_at=timezone.now(), delivery_history=history)
+        # The previous message's "sent", held back, shares the commit.
+        with _writing(later):
+            update_row(Message, message.pk, where='"delivery_status" = %s',
+                       where_params=(DeliveryStatus.SENDING,), data_sent_at=timezone.now(), delivery_history=history)
 
     inbox = message.inbox
     if inbox.outgoing_method == OutgoingMethod.ANYMAIL:
@@ -381,34 +400,101 @@ def _send(message: Message, history: list[dict[str, Any]], reuse_connection: boo
     else:
         email = built.result() if built is not None else _build(message)
         result = smtp.send(inbox, email.mime, envelope_from=ascii_address(inbox.address), recipients=email.recipients,
-                           before_data=before_data, reuse=reuse_connection, data=email.data)
+                           before_data=before_data, reuse=reuse_connection, data=email.data,
+                           meanwhile=later.write if later is not None else None)
     detail = result.reply
     if result.refused:
         detail += "; refused: " + "; ".join(f"{a}: {r}" for a, r in result.refused.items())
-    return _finish(message, history, DeliveryStatus.SENT, detail, delivery_server_reply=detail,
-                   delivery_last_error="", delivered_at=timezone.now())
+    # Held back for the next message's commit when a drain goes on (`_Later`); a copy to the
+    # Sent folder reads the row's history, so that message's status is written at once.
+    hold = later if later is not None and not inbox.save_to_sent else None
+    return _finish(message, history, DeliveryStatus.SENT, detail, later, hold=hold is not None,
+                   delivery_server_reply=detail, delivery_last_error="", delivered_at=timezone.now())
 
 
-def _finish(message: Message, history: list[dict[str, Any]], status: str, detail: str, **fields: Any) -> Outcome:
+def _finish(message: Message, history: list[dict[str, Any]], status: str, detail: str,
+            later: _Later | None = None, *, hold: bool = False, **fields: Any) -> Outcome:
+    """Record the outcome of an attempt and publish it; with `hold`, `later` records it (see _Later)."""
     now = timezone.now()
     history.append(_entry(now, DeliveryStatus.SENDING, status, detail))
-    update_row(Message, message.pk, where='"delivery_status" = %s', where_params=(DeliveryStatus.SENDING,),
-            delivery_status=status, delivery_history=history, **fields)
     message.delivery_status = status
+    outcome = Outcome(status, detail, retry_at=fields.get("next_attempt_at"))
+    if hold and later is not None:
+        later.hold(message, history, detail, fields)
+        return outcome
+    with _writing(later):
+        update_row(Message, message.pk, where='"delivery_status" = %s', where_params=(DeliveryStatus.SENDING,),
+                   delivery_status=status, delivery_history=history, **fields)
     _publish_status(message, status, detail)
-    return Outcome(status, detail, retry_at=fields.get("next_attempt_at"))
+    return outcome
 
 
-def _retry_or_give_up(message: Message, history: list[dict[str, Any]], exc: smtp.TransientError) -> Outcome:
+class _Later:
+    """A drain's last "sent" write, held back to share the commit of the next message's write.
+
+    Each message of a drain needs two committed writes: data_sent_at before its data leaves,
+    and its outcome after the server's reply. Message i's "sent" goes out in one transaction
+    with message i+1's data_sent_at, two round trips later, or when the drain ends: one
+    commit a message instead of two. Only "sent" waits, and not for long: when the server is
+    slow to answer the next message's commands, or a new connection must be opened, it is
+    written meanwhile (`smtp.send(meanwhile=...)`). If the worker dies before it is written,
+    the message is in sending with data_sent_at set, and the sweeper makes it uncertain:
+    never a second copy.
+    """
+
+    def __init__(self) -> None:
+        self._held: tuple[Message, list[dict[str, Any]], str, dict[str, Any]] | None = None
+
+    @property
+    def message_id(self) -> int | None:
+        return self._held[0].pk if self._held else None
+
+    def hold(self, message: Message, history: list[dict[str, Any]], detail: str, fields: dict[str, Any]) -> None:
+        self.write()  # never more than one held back
+        self._held = (message, history, detail, fields)
+
+    def take(self) -> tuple[Message, list[dict[str, Any]], str, dict[str, Any]] | None:
+        held, self._held = self._held, None
+        return held
+
+    def put_back(self, held: tuple[Message, list[dict[str, Any]], str, dict[str, Any]]) -> None:
+        self._held = held
+
+    def write(self) -> None:
+        with _writing(self):
+            pass
+
+
+@contextlib.contextmanager
+def _writing(later: _Later | None) -> Iterator[None]:
+    """Around a status write: one transaction that also writes `later`'s held "sent", published after it."""
+    held = later.take() if later is not None else None
+    if held is None:
+        yield
+        return
+    message, history, detail, fields = held
+    try:
+        with transaction.atomic(using=router.db_for_write(Message)):
+            update_row(Message, message.pk, where='"delivery_status" = %s', where_params=(DeliveryStatus.SENDING,),
+                       delivery_status=DeliveryStatus.SENT, delivery_history=history, **fields)
+            yield
+    except BaseException:
+        later.put_back(held)  # rolled back: still held, for the next commit or the drain's end
+        raise
+    _publish_status(message, DeliveryStatus.SENT, detail)
+
+
+def _retry_or_give_up(message: Message, history: list[dict[str, Any]], exc: smtp.TransientError,
+                      later: _Later | None = None) -> Outcome:
     now = timezone.now()
     retry_at = now + dt.timedelta(seconds=backoff_seconds(message.delivery_attempts))
     started = message.queued_at or message.created_at
     if retry_at - started > dt.timedelta(seconds=settings.DELIVERY_GIVE_UP_SECONDS):
         detail = f"Gave up after {message.delivery_attempts} attempts: {exc}"
-        return _finish(message, history, DeliveryStatus.FAILED, detail, delivery_last_error=detail,
+        return _finish(message, history, DeliveryStatus.FAILED, detail, later, delivery_last_error=detail,
                        delivery_server_reply=exc.reply)
     detail = f"{exc} (retry at {retry_at:%H:%M:%S} UTC)"
-    return _finish(message, history, DeliveryStatus.QUEUED, detail, delivery_last_error=str(exc),
+    return _finish(message, history, DeliveryStatus.QUEUED, detail, later, delivery_last_error=str(exc),
                    delivery_server_reply=exc.reply, next_attempt_at=retry_at)
 
 

@@ -18,6 +18,7 @@ import hashlib
 import io
 import re
 import secrets
+import select
 import smtplib
 import ssl
 import time
@@ -36,6 +37,8 @@ from inboxes.tls import client_context
 # A reused connection idle longer than this is replaced: servers drop idle clients (RFC 5321
 # allows 5 minutes, many cut sooner) and a dead socket would cost a failed attempt.
 POOL_IDLE_SECONDS = 20.0
+# An answer to pipelined commands slower than this gives `send(meanwhile=...)` its turn.
+SLOW_REPLY_SECONDS = 0.02
 
 
 class DeliveryError(Exception):
@@ -86,6 +89,7 @@ class _Tracking:
     """
 
     before_data: Callable[[], None] | None = None
+    meanwhile: Callable[[], None] | None = None
     data_handed_over = False
     last_reply = ""
     _in_data = False
@@ -244,33 +248,51 @@ def flatten(message: MIMEMessage) -> bytes:
 # ---------------------------------------------------------------------------
 def send(inbox: Inbox, message: MIMEMessage, *, envelope_from: str, recipients: Sequence[str],
          before_data: Callable[[], None] | None = None, reuse: bool = False, data: bytes | None = None,
-         ) -> SendResult:
+         meanwhile: Callable[[], None] | None = None) -> SendResult:
     """Send `message` to exactly `recipients`, flattened (CRLF, without Bcc; smtplib dot-stuffs).
 
     `before_data` runs just before the first byte of the message data goes out. With `reuse`,
     the connection is kept for the next send from this process. `data`: `flatten(message)`,
     made beforehand (a drain prepares the next message while this one is on the wire).
+    `meanwhile` runs at most once, while the server is slow (SLOW_REPLY_SECONDS) to answer
+    pipelined commands, or before a new connection or an exchange without PIPELINING.
     """
     if not recipients:
         raise PermanentError("No recipients.")
     timeout = float(settings.SMTP_TIMEOUT)
+    meanwhile = _once(meanwhile) if meanwhile is not None else None
     client = _take_pooled(inbox) if reuse else None
     if client is not None:
         try:
-            return _transaction(inbox, client, message, envelope_from, recipients, before_data, reuse, data)
+            return _transaction(inbox, client, message, envelope_from, recipients, before_data, reuse, data,
+                                meanwhile)
         except TransientError as exc:
             if getattr(exc, "stale_connection", False):
                 client = None  # the kept connection had died; nothing was handed over, open a new one
             else:
                 raise
+    if meanwhile is not None:
+        meanwhile()  # a new connection takes a few round trips
     client = _connect(inbox, timeout)
-    return _transaction(inbox, client, message, envelope_from, recipients, before_data, reuse, data)
+    return _transaction(inbox, client, message, envelope_from, recipients, before_data, reuse, data, meanwhile)
+
+
+def _once(function: Callable[[], None]) -> Callable[[], None]:
+    done = False
+
+    def run() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            function()
+    return run
 
 
 def _transaction(inbox: Inbox, client: smtplib.SMTP, message: MIMEMessage, envelope_from: str,
                  recipients: Sequence[str], before_data: Callable[[], None] | None, reuse: bool,
-                 data: bytes | None) -> SendResult:
+                 data: bytes | None, meanwhile: Callable[[], None] | None) -> SendResult:
     client.before_data = before_data
+    client.meanwhile = meanwhile
     client.data_handed_over = False
     client.last_reply = ""
     try:
@@ -279,8 +301,10 @@ def _transaction(inbox: Inbox, client: smtplib.SMTP, message: MIMEMessage, envel
             if client.has_extn("pipelining") and all(map(_PLAIN_ADDRESS.fullmatch, [envelope_from, *recipients])):
                 refused = _sendmail_pipelined(client, envelope_from, recipients, data)
             else:
+                _run_meanwhile(client)
                 refused = client.sendmail(envelope_from, list(recipients), data)
         else:  # SMTPUTF8, which smtplib negotiates
+            _run_meanwhile(client)
             refused = client.send_message(message, from_addr=envelope_from, to_addrs=list(recipients))
     except Exception as exc:
         error = _classify(exc, handed_over=client.data_handed_over)
@@ -316,8 +340,11 @@ def _sendmail_pipelined(client: smtplib.SMTP, envelope_from: str, recipients: Se
     size = f" SIZE={len(data)}" if client.has_extn("size") else ""
     commands = [f"MAIL FROM:<{envelope_from}>{size}", *(f"RCPT TO:<{address}>" for address in recipients), "DATA"]
     client.send("".join(f"{command}\r\n" for command in commands))
+    slow_after = time.monotonic() + SLOW_REPLY_SECONDS
     replies = []
     for _ in commands:
+        if client.meanwhile is not None and not _reply_within(client, slow_after - time.monotonic()):
+            _run_meanwhile(client)  # the server is thinking (a slow RCPT check, a tarpit): use the time
         try:
             replies.append(client.getreply())
         except smtplib.SMTPServerDisconnected:
@@ -349,6 +376,35 @@ def _sendmail_pipelined(client: smtplib.SMTP, envelope_from: str, recipients: Se
         _reset(client, closing=code == 421)
         raise smtplib.SMTPDataError(code, reply)
     return refused
+
+
+def _run_meanwhile(client: smtplib.SMTP) -> None:
+    meanwhile, client.meanwhile = client.meanwhile, None
+    if meanwhile is not None:
+        meanwhile()
+
+
+def _reply_within(client: smtplib.SMTP, seconds: float) -> bool:
+    """Whether the next reply has started to arrive, waiting up to `seconds` for it; never reads it."""
+    sock = client.sock
+    if sock is None or client.file is None:
+        return True  # nothing to wait on: the read fails or starts at once
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True  # decrypted and waiting in the TLS layer
+    if select.select([sock], [], [], 0)[0]:
+        return True
+    # smtplib's buffered reader may already hold it: peek without blocking (an empty buffer then
+    # reads nothing from a non-blocking socket, and is left as it was).
+    timeout = sock.gettimeout()
+    sock.settimeout(0)
+    try:
+        if client.file.peek(1):
+            return True
+    except (BlockingIOError, ssl.SSLWantReadError):
+        pass
+    finally:
+        sock.settimeout(timeout)
+    return seconds > 0 and bool(select.select([sock], [], [], seconds)[0])
 
 
 def _reset(client: smtplib.SMTP, *, closing: bool) -> None:

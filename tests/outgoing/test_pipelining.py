@@ -3,6 +3,8 @@ the same recipients get the same bytes, and refusals read the same."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from conversations import delivery
@@ -104,3 +106,23 @@ def test_a_4xx_to_the_sender_is_retried_not_failed(smtp_server_factory, inbox_fo
     assert "451 4.3.0 Try again later" in message.delivery_last_error
     assert message.data_sent_at is None
     assert server.received == []
+
+
+@pytest.mark.parametrize("security", ["none", "ssl"])
+@BOTH_WAYS
+def test_work_left_for_meanwhile_runs_while_a_slow_server_thinks_and_before_the_data(
+        smtp_server_factory, inbox_for, security, pipelining):
+    server = smtp_server_factory(security=security, offer_pipelining=pipelining)
+    inbox = inbox_for(server)
+    smtp.send(inbox, _mime("warm-up"), envelope_from=inbox.address, recipients=["ann@example.test"], reuse=True)
+    server.behaviour = Behaviour(delay_before_rcpt=0.5)
+    seen = []
+    started = time.monotonic()
+    smtp.send(inbox, _mime("slow"), envelope_from=inbox.address, recipients=["ann@example.test"], reuse=True,
+              before_data=lambda: seen.append(("before data", time.monotonic() - started)),
+              meanwhile=lambda: seen.append(("meanwhile", time.monotonic() - started)))
+    smtp.close_pool()
+
+    assert [what for what, _ in seen] == ["meanwhile", "before data"]
+    assert seen[0][1] < 0.4 <= seen[1][1]  # not after the server's answers
+    assert len(server.wait_for(2)) == 2

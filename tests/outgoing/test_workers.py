@@ -7,6 +7,7 @@ import datetime as dt
 import time
 
 import pytest
+from django.db import transaction
 
 from conversations import delivery
 from conversations.models import DeliveryStatus, Message
@@ -62,6 +63,35 @@ def test_a_worker_killed_before_the_data_left_is_recovered_and_sends_once(
     assert [(h["from"], h["to"]) for h in message.delivery_history] == [
         ("", "queued"), ("queued", "sending"), ("sending", "queued"), ("queued", "sending"), ("sending", "sent")]
     assert message.delivery_attempts == 2
+
+
+def test_a_worker_killed_while_a_slow_server_weighs_the_next_reply_has_recorded_the_one_before(
+        smtp_server_factory, inbox_for, customer_thread, celery_worker_factory):
+    # A drain holds a reply's "sent" back to share the next reply's commit; a server slow to
+    # answer the next reply's commands gets it written meanwhile.
+    server = smtp_server_factory(behaviour=Behaviour(delay_before_rcpt=60, delay_after_received=1))
+    conversation, _ = customer_thread(inbox_for(server))
+    worker = celery_worker_factory(name="doomed")
+    with transaction.atomic():  # one drain takes both
+        first = queue_reply(conversation, text="First")
+        second = queue_reply(conversation, text="Second")
+    wait_until(lambda: _status(second) == DeliveryStatus.SENDING, timeout=60)
+    wait_until(lambda: _status(first) == DeliveryStatus.SENT, timeout=10)
+
+    worker.kill()
+    server.behaviour.delay_before_rcpt = 0
+    celery_worker_factory(name="phoenix")
+    sweep = delivery.sweep_deliveries(stuck_after=dt.timedelta(0))
+    assert (sweep.requeued, sweep.uncertain) == ([second.pk], [])
+    for message_id in sweep.due:
+        deliver_message.delay(message_id)
+
+    wait_until(lambda: _status(second) == DeliveryStatus.SENT, timeout=60)
+    received = server.wait_for(2)
+    time.sleep(1)
+    assert sorted(r.message.get_body(("plain",)).get_content().split()[0] for r in server.received) == [
+        "First", "Second"]
+    assert len(received) == len(server.received) == 2
 
 
 def test_a_worker_killed_after_the_data_left_leaves_it_uncertain_and_never_resends(

@@ -72,6 +72,7 @@ class Behaviour:
     fail_times: int | None = None  # rcpt_reply/data_reply apply to this many transactions, then 250
     hang_after_data: bool = False  # keep the data, never answer
     delay_before_rcpt: float = 0.0  # seconds, e.g. to kill a worker before the data goes out
+    delay_after_received: int = 0  # the delay starts once this many messages were received
 
     def use_failure(self) -> bool:
         if self.fail_times is None:
@@ -104,7 +105,7 @@ class _Handler:
 
     async def handle_RCPT(self, smtp: Any, session: Any, envelope: Any, address: str, options: list) -> str:
         behaviour = self.server.behaviour
-        if behaviour.delay_before_rcpt:
+        if behaviour.delay_before_rcpt and len(self.server.received) >= behaviour.delay_after_received:
             await asyncio.sleep(behaviour.delay_before_rcpt)
         if address.lower() in behaviour.refuse:
             return behaviour.refuse[address.lower()]
