@@ -230,8 +230,8 @@ def deliver_and_drain(message_id: int) -> dict[int, Outcome]:
     shares the commit of the next message's data_sent_at (`_Later`). The drain stops when
     none is left, at the budget (DELIVERY_DRAIN_MAX_MESSAGES / _SECONDS), or when the inbox must
     wait (inactive, hourly cap) or the server failed transiently: what it claimed and did not
-    send goes back to queued, untouched, for its own task and the sweeper. Returns the outcome
-    of each message it touched.
+    send goes back to queued, untouched, for another task and the sweeper. At the budget, it
+    enqueues a task for the rest. Returns the outcome of each message it touched.
     """
     started = time.monotonic()
     found = _load(Message.objects.filter(pk=message_id, direction=Direction.OUT, kind=MessageKind.EMAIL),
@@ -259,8 +259,12 @@ def _drain(first: Message, inbox: Inbox, started: float, later: _Later) -> dict[
     ahead: dict[int, Future[_Built] | None] = {}  # the next message's email, being built meanwhile
     lost = lost_total = 0
     from_end = False
+    at_budget = False
     try:
-        while len(outcomes) < max_messages and time.monotonic() - started < max_seconds:
+        while True:
+            if len(outcomes) >= max_messages or time.monotonic() - started >= max_seconds:
+                at_budget = True
+                break
             if not claimed:
                 now = timezone.now()
                 candidates = _load(
@@ -301,11 +305,26 @@ def _drain(first: Message, inbox: Inbox, started: float, later: _Later) -> dict[
         except Exception:  # the database is down: the sweeper requeues them later; keep the first error
             logger.warning("Could not give back %d claimed messages of inbox %s", len(claimed), inbox.pk,
                            exc_info=True)
+    if at_budget:
+        _hand_over(inbox)
     if len(outcomes) > 1 or lost_total:
         delivered = sum(1 for outcome in outcomes.values() if outcome.status != "not claimed")
         logger.info("Drained %d messages of inbox %s in %.1f s; %d claims lost to other workers",
                     delivered, inbox.pk, time.monotonic() - started, lost_total)
     return outcomes
+
+
+def _hand_over(inbox: Inbox) -> None:
+    """A drain at its budget leaves the rest of the queue to a new task, behind the other tasks waiting."""
+    from conversations.replies import enqueue_delivery
+
+    now = timezone.now()
+    following = (Message.objects.filter(inbox_id=inbox.pk, direction=Direction.OUT, kind=MessageKind.EMAIL,
+                                        delivery_status=DeliveryStatus.QUEUED)
+                 .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+                 .order_by("id").values_list("pk", flat=True).first())
+    if following is not None:
+        enqueue_delivery(following)
 
 
 def _must_wait(inbox: Inbox, message: Message, now: dt.datetime) -> tuple[Outcome | None, int | None]:

@@ -151,7 +151,7 @@ def test_two_real_workers_draining_one_inbox_send_each_reply_exactly_once(
     celery_worker_factory(name="left")
     celery_worker_factory(name="right")
 
-    with transaction.atomic():  # the 40 tasks are enqueued together on commit; both workers race
+    with transaction.atomic():  # two tasks (one per 20 replies) are enqueued on commit; both workers race
         messages = [queue_reply(conversation, text=f"reply {n}") for n in range(40)]
 
     wait_until(lambda: _statuses(messages) == [DeliveryStatus.SENT] * 40, timeout=120)
@@ -162,6 +162,25 @@ def test_two_real_workers_draining_one_inbox_send_each_reply_exactly_once(
     for message in Message.objects.filter(pk__in=[m.pk for m in messages]):
         assert message.delivery_attempts == 1
         assert [h["to"] for h in message.delivery_history] == ["queued", "sending", "sent"]
+
+
+def test_a_bulk_answer_takes_a_task_per_twenty_replies_and_a_drain_at_its_budget_hands_over(
+        smtp_server, inbox_for, customer_thread, celery_worker_factory):
+    from config.celery import app
+
+    conversation, _ = customer_thread(inbox_for(smtp_server))
+    app.control.purge()
+    with transaction.atomic():
+        messages = [queue_reply(conversation, text=f"reply {n}") for n in range(45)]
+    with app.connection_for_write() as connection:
+        assert connection.default_channel.client.llen("celery") == 3  # replies 1, 21 and 41
+
+    # Each drain stops after 7 replies: three tasks alone would leave 24 replies to the sweeper,
+    # which does not run here. Each drain at its budget enqueues a task for the rest.
+    celery_worker_factory(name="short", DELIVERY_DRAIN_MAX_MESSAGES="7")
+    wait_until(lambda: _statuses(messages) == [DeliveryStatus.SENT] * 45, timeout=120)
+    assert sorted(r.message["Message-ID"] for r in smtp_server.wait_for(45)) == sorted(
+        f"<{m.message_id}>" for m in messages)
 
 
 @pytest.mark.django_db
