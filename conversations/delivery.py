@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message as MIMEMessage
+from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -29,7 +30,7 @@ from django.utils import timezone
 from conversations.events import publish
 from conversations.models import Attachment, Conversation, DeliveryStatus, Direction, Message, MessageKind
 from conversations.outgoing import ascii_address, build_email, envelope_recipients, mime_message
-from conversations.rows import update_row
+from conversations.rows import columns_and_converters, convert, update_row
 from inboxes import smtp
 from inboxes.models import Inbox, OutgoingMethod
 
@@ -82,26 +83,86 @@ _FIELDS = ("id", "public_id", "conversation_id", "inbox_id", "direction", "kind"
            "delivery_history", "queued_at", "next_attempt_at")
 
 
-def _load(queryset: Any, *, with_inbox: bool, limit: int = 1) -> list[Message]:
-    """Up to `limit` messages of `queryset`, lean: whole rows with every related column cost ~2.4 ms each.
+def _load(message_id: int) -> list[Message]:
+    """The outgoing email `message_id` with its inbox, lean: whole rows with every related column cost ~2.4 ms.
 
     The conversation's few fields ride along as annotations (public id and department for the
     events, created_at for Thread-Index), and whether the message has attachments, so the build
     skips that query when it has none.
     """
-    queryset = queryset.only(*_FIELDS, *(("inbox",) if with_inbox else ())).annotate(
-        _conversation_public_id=F("conversation__public_id"),
-        _conversation_department_id=F("conversation__department_id"),
-        _conversation_created_at=F("conversation__created_at"),
-        has_attachments=Exists(Attachment.objects.filter(message_id=OuterRef("pk"))),
+    queryset = (
+        Message.objects.filter(pk=message_id, direction=Direction.OUT, kind=MessageKind.EMAIL)
+        .only(*_FIELDS, "inbox").select_related("inbox")
+        .annotate(_conversation_public_id=F("conversation__public_id"),
+                  _conversation_department_id=F("conversation__department_id"),
+                  _conversation_created_at=F("conversation__created_at"),
+                  has_attachments=Exists(Attachment.objects.filter(message_id=OuterRef("pk"))))
     )
-    if with_inbox:
-        queryset = queryset.select_related("inbox")
-    messages = list(queryset[:limit])
+    messages = list(queryset[:1])
     for message in messages:
         message.conversation = Conversation(
             pk=message.conversation_id, public_id=message._conversation_public_id,
             department_id=message._conversation_department_id, created_at=message._conversation_created_at)
+    return messages
+
+
+_CONVERSATION_FIELDS = ("public_id", "department_id", "created_at")
+# Model.from_db takes the values in the model's field order.
+_FIELDS_IN_ORDER = tuple(field.attname for field in Message._meta.concrete_fields
+                         if field.name in _FIELDS or field.attname in _FIELDS)
+
+
+@cache
+def _next_queued_statement(alias: str, newest_first: bool) -> tuple[str, list, list, list, list]:
+    """What `_next_queued` runs: the statement, and the columns and converters of both tables."""
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    message_columns, message_converters = columns_and_converters(Message, _FIELDS_IN_ORDER, alias)
+    conversation_columns, conversation_converters = columns_and_converters(Conversation, _CONVERSATION_FIELDS, alias)
+    message, conversation = quote(Message._meta.db_table), quote(Conversation._meta.db_table)
+    attachment = quote(Attachment._meta.db_table)
+    selected = ", ".join(f"{quote(column.alias)}.{quote(column.target.column)}"
+                         for column in [*message_columns, *conversation_columns])
+    # The literal status matches the partial index message_queued_per_inbox, which SQLite then
+    # uses; identifiers and literals are ours, every value is a parameter.
+    sql = (
+        f"SELECT {selected}, EXISTS(SELECT 1 FROM {attachment} WHERE {attachment}.{quote('message_id')} "  # noqa: S608
+        f"= {message}.{quote('id')}) FROM {message} INNER JOIN {conversation} "
+        f"ON {conversation}.{quote('id')} = {message}.{quote('conversation_id')} "
+        f"WHERE {message}.{quote('delivery_status')} = '{DeliveryStatus.QUEUED}' "
+        f"AND {message}.{quote('inbox_id')} = %s "
+        f"AND {message}.{quote('direction')} = %s AND {message}.{quote('kind')} = %s "
+        f"AND ({message}.{quote('next_attempt_at')} IS NULL OR {message}.{quote('next_attempt_at')} <= %s) "
+        f"ORDER BY {message}.{quote('id')} {'DESC' if newest_first else 'ASC'} LIMIT %s"
+    )
+    return sql, message_columns, message_converters, conversation_columns, conversation_converters
+
+
+def _next_queued(inbox: Inbox, now: dt.datetime, *, newest_first: bool, limit: int) -> list[Message]:
+    """The inbox's next queued, due emails, loaded as `_load` loads one (without the inbox); one cached statement.
+
+    A drain reads these every DRAIN_CLAIM_BATCH messages: through the ORM, compiling the query
+    and building the rows took ~4 ms, twenty times what the database took.
+    """
+    alias = router.db_for_read(Message)
+    connection = connections[alias]
+    sql, message_columns, message_converters, conversation_columns, conversation_converters = (
+        _next_queued_statement(alias, newest_first))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [inbox.pk, Direction.OUT, MessageKind.EMAIL,
+                             connection.ops.adapt_datetimefield_value(now), limit])
+        rows = cursor.fetchall()
+    names = [Message._meta.get_field(name).attname for name in _FIELDS_IN_ORDER]
+    split = len(names)
+    messages = []
+    for row in rows:
+        message = Message.from_db(alias, names, convert(row[:split], message_columns, message_converters, alias))
+        public_id, department_id, created_at = convert(row[split:-1], conversation_columns,
+                                                       conversation_converters, alias)
+        message.conversation = Conversation(pk=message.conversation_id, public_id=public_id,
+                                            department_id=department_id, created_at=created_at)
+        message.has_attachments = bool(row[-1])
+        messages.append(message)
     return messages
 
 
@@ -151,8 +212,7 @@ def _build_ahead(message: Message) -> Future[_Built] | None:
 # ---------------------------------------------------------------------------
 def deliver_message(message_id: int, *, reuse_connection: bool = False) -> Outcome:
     """Claim one queued, due message and send it. Harmless to call twice: the second finds nothing."""
-    found = _load(Message.objects.filter(pk=message_id, direction=Direction.OUT, kind=MessageKind.EMAIL),
-                  with_inbox=True)
+    found = _load(message_id)
     if not found:
         return Outcome("not claimed")
     return _deliver(found[0], found[0].inbox, timezone.now(), reuse_connection)
@@ -234,8 +294,7 @@ def deliver_and_drain(message_id: int) -> dict[int, Outcome]:
     enqueues a task for the rest. Returns the outcome of each message it touched.
     """
     started = time.monotonic()
-    found = _load(Message.objects.filter(pk=message_id, direction=Direction.OUT, kind=MessageKind.EMAIL),
-                  with_inbox=True)
+    found = _load(message_id)
     if not found:
         return {message_id: Outcome("not claimed")}
     inbox = found[0].inbox  # once per task, not per message
@@ -267,12 +326,8 @@ def _drain(first: Message, inbox: Inbox, started: float, later: _Later) -> dict[
                 break
             if not claimed:
                 now = timezone.now()
-                candidates = _load(
-                    Message.objects.filter(inbox_id=inbox.pk, direction=Direction.OUT, kind=MessageKind.EMAIL,
-                                           delivery_status=DeliveryStatus.QUEUED)
-                    .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-                    .order_by("-id" if from_end else "id"),
-                    with_inbox=False, limit=min(DRAIN_CLAIM_BATCH, max_messages - len(outcomes)))
+                candidates = _next_queued(inbox, now, newest_first=from_end,
+                                          limit=min(DRAIN_CLAIM_BATCH, max_messages - len(outcomes)))
                 if not candidates:
                     break
                 waiting, allowance = _must_wait(inbox, candidates[0], now)

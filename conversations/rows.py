@@ -72,15 +72,34 @@ def update_row(model: type[models.Model], pk: int, *, where: str = "", where_par
 
 
 @cache
+def columns_and_converters(model: type[models.Model], fields: tuple[str, ...], alias: str) -> tuple[list, list]:
+    """The columns of `fields` and, for each, what the ORM's compiler applies to its values."""
+    connection = connections[alias]
+    table = model._meta.db_table
+    columns = [model._meta.get_field(name).get_col(table) for name in fields]
+    # The backend's converters, then the field's.
+    converters = [connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+                  for column in columns]
+    return columns, converters
+
+
+def convert(row: tuple | list, columns: list, converters: list, alias: str) -> list:
+    """A row's raw values as the ORM would have them (datetimes, JSON, UUIDs...)."""
+    connection = connections[alias]
+    values = []
+    for value, column, column_converters in zip(row, columns, converters, strict=True):
+        for converter in column_converters:
+            value = converter(value, column, connection)
+        values.append(value)
+    return values
+
+
 def _select(model: type[models.Model], fields: tuple[str, ...], lock: bool, alias: str) -> tuple[str, list, list]:
     connection = connections[alias]
     quote = connection.ops.quote_name
     table = model._meta.db_table
     concrete = [model._meta.get_field(name) for name in fields]
-    columns = [field.get_col(table) for field in concrete]
-    # What the ORM's compiler applies: the backend's converters, then the field's.
-    converters = [connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-                  for column in columns]
+    columns, converters = columns_and_converters(model, fields, alias)
     sql = (f"SELECT {', '.join(quote(field.column) for field in concrete)} FROM {quote(table)} "  # noqa: S608
            f"WHERE {quote(model._meta.pk.column)} = %s")
     if lock and connection.features.has_select_for_update:
@@ -100,11 +119,7 @@ def lock_row(model: type[models.Model], pk: int, fields: tuple[str, ...]) -> mod
         row = cursor.fetchone()
     if row is None:
         raise model.DoesNotExist(f"{model.__name__} {pk} does not exist")
-    values = []
-    for value, column, column_converters in zip(row, columns, converters, strict=True):
-        for converter in column_converters:
-            value = converter(value, column, connection)
-        values.append(value)
+    values = convert(row, columns, converters, alias)
     loaded = {model._meta.pk.attname: pk} | {
         model._meta.get_field(name).attname: value for name, value in zip(fields, values, strict=True)}
     # from_db takes the values in the model's field order.

@@ -204,3 +204,27 @@ def test_each_drained_message_leaves_with_its_own_content_and_a_broken_one_fails
     got = sorted((r.message["Message-ID"].strip("<>"), r.message.get_body(("plain",)).get_content().strip())
                  for r in received)
     assert got == ids_and_texts
+
+
+@pytest.mark.django_db
+def test_a_drain_reads_its_next_replies_as_the_orm_would(smtp_server, inbox_for, customer_thread):
+    from django.utils import timezone
+
+    from conversations.replies import AttachmentUpload
+
+    conversation, _ = customer_thread(inbox_for(smtp_server))
+    plain = queue_reply(conversation, text="Plain", cc=["bob@example.test"])
+    attached = queue_reply(conversation, text="With a file",
+                           attachments=[AttachmentUpload("notes.txt", b"hello", "text/plain")])
+
+    loaded = delivery._next_queued(conversation.inbox, timezone.now(), newest_first=True, limit=5)
+
+    assert [m.pk for m in loaded] == [attached.pk, plain.pk]
+    assert [m.has_attachments for m in loaded] == [True, False]
+    for message in loaded:
+        expected = Message.objects.get(pk=message.pk)
+        for name in delivery._FIELDS:
+            assert getattr(message, name) == getattr(expected, name), name
+        assert (message.conversation.pk, message.conversation.public_id, message.conversation.department_id,
+                message.conversation.created_at) == (conversation.pk, conversation.public_id,
+                                                     conversation.department_id, conversation.created_at)
