@@ -341,12 +341,13 @@ def _sendmail_pipelined(client: smtplib.SMTP, envelope_from: str, recipients: Se
     commands = [f"MAIL FROM:<{envelope_from}>{size}", *(f"RCPT TO:<{address}>" for address in recipients), "DATA"]
     client.send("".join(f"{command}\r\n" for command in commands))
     slow_after = time.monotonic() + SLOW_REPLY_SECONDS
+    reader = _Replies(client)
     replies = []
     for _ in commands:
-        if client.meanwhile is not None and not _reply_within(client, slow_after - time.monotonic()):
+        if client.meanwhile is not None and not reader.ready(slow_after - time.monotonic()):
             _run_meanwhile(client)  # the server is thinking (a slow RCPT check, a tarpit): use the time
         try:
-            replies.append(client.getreply())
+            replies.append(reader.next())
         except smtplib.SMTPServerDisconnected:
             if replies and replies[-1][0] == 421:  # the server said why it hung up
                 raise smtplib.SMTPResponseException(*replies[-1]) from None
@@ -357,7 +358,7 @@ def _sendmail_pipelined(client: smtplib.SMTP, envelope_from: str, recipients: Se
     if mail_code != 250 or len(refused) == len(recipients) or data_code != 354:
         if data_code == 354:  # a server that takes DATA with nobody to deliver to gets an empty message
             client.send(b".\r\n")
-            client.getreply()
+            reader.next()
         _reset(client, closing=421 in (mail_code, data_code))
         if mail_code != 250:
             raise smtplib.SMTPSenderRefused(mail_code, mail_reply, envelope_from)
@@ -370,7 +371,7 @@ def _sendmail_pipelined(client: smtplib.SMTP, envelope_from: str, recipients: Se
     client.data_handed_over = True
     stuffed = smtplib._quote_periods(data)
     client.send(stuffed + (b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n"))
-    code, reply = client.getreply()
+    code, reply = reader.next()
     client.last_reply = f"{code} {reply.decode(errors='replace')}"
     if code != 250:
         _reset(client, closing=code == 421)
@@ -384,27 +385,70 @@ def _run_meanwhile(client: smtplib.SMTP) -> None:
         meanwhile()
 
 
-def _reply_within(client: smtplib.SMTP, seconds: float) -> bool:
-    """Whether the next reply has started to arrive, waiting up to `seconds` for it; never reads it."""
-    sock = client.sock
-    if sock is None or client.file is None:
-        return True  # nothing to wait on: the read fails or starts at once
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return True  # decrypted and waiting in the TLS layer
-    if select.select([sock], [], [], 0)[0]:
+class _Replies:
+    """Reads a pipelined exchange's replies off the socket: several arrive in one read.
+
+    smtplib's getreply() reads line by line through a buffered file, and what that file holds
+    cannot be asked without reading. Here the buffer is ours, so whether a whole reply has
+    arrived is known without a system call. Between exchanges both buffers are empty (the
+    server speaks only when spoken to), so smtplib's own reads before and after are unaffected.
+    Errors are smtplib's: a dead or silent connection is closed and raises SMTPServerDisconnected.
+    """
+
+    def __init__(self, client: smtplib.SMTP) -> None:
+        self.client = client
+        self.buffer = bytearray()
+
+    def _reply_end(self) -> int:
+        """Where the first whole reply in the buffer ends, or -1. A reply's last line has no "-" after its code."""
+        start = 0
+        while (end := self.buffer.find(b"\n", start)) >= 0:
+            if end - start < 4 or self.buffer[start + 3] != ord("-"):
+                return end + 1
+            start = end + 1
+        if len(self.buffer) - start > smtplib._MAXLINE:
+            self.client.close()
+            raise smtplib.SMTPResponseException(500, "Line too long.")
+        return -1
+
+    def _read(self) -> None:
+        sock = self.client.sock
+        if sock is None:
+            raise smtplib.SMTPServerDisconnected("please run connect() first")
+        try:
+            chunk = sock.recv(65536)
+        except OSError as exc:
+            self.client.close()
+            raise smtplib.SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from exc
+        if not chunk:
+            self.client.close()
+            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        self.buffer += chunk
+
+    def ready(self, seconds: float) -> bool:
+        """Whether a whole reply is here, waiting up to `seconds` for one to arrive."""
+        deadline = time.monotonic() + seconds
+        while self._reply_end() < 0:
+            sock = self.client.sock
+            if sock is None:
+                return True  # the next read fails at once
+            pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
+            if not pending and not select.select([sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                return False
+            self._read()
         return True
-    # smtplib's buffered reader may already hold it: peek without blocking (an empty buffer then
-    # reads nothing from a non-blocking socket, and is left as it was).
-    timeout = sock.gettimeout()
-    sock.settimeout(0)
-    try:
-        if client.file.peek(1):
-            return True
-    except (BlockingIOError, ssl.SSLWantReadError):
-        pass
-    finally:
-        sock.settimeout(timeout)
-    return seconds > 0 and bool(select.select([sock], [], [], seconds)[0])
+
+    def next(self) -> tuple[int, bytes]:
+        """The next reply, as getreply() gives it: (code, lines without their codes joined by newlines)."""
+        while (end := self._reply_end()) < 0:
+            self._read()
+        lines = bytes(self.buffer[:end]).split(b"\n")[:-1]
+        del self.buffer[:end]
+        try:
+            code = int(lines[-1][:3])
+        except ValueError:
+            code = -1
+        return code, b"\n".join(line[4:].strip(b" \t\r\n") for line in lines)
 
 
 def _reset(client: smtplib.SMTP, *, closing: bool) -> None:

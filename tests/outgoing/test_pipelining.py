@@ -68,7 +68,9 @@ def test_a_reply_with_a_refused_cc_reaches_the_others(smtp_server_factory, inbox
     (Behaviour(mail_reply="553 5.7.1 Sender not allowed"), "553 5.7.1 Sender not allowed"),
     (Behaviour(rcpt_reply="550 5.1.1 No such user"), "550 5.1.1 No such user"),
     (Behaviour(data_reply="554 5.6.0 Message rejected"), "554 5.6.0 Message rejected"),
-], ids=["sender", "every-recipient", "content"])
+    (Behaviour(data_reply="554-5.7.1 Spam suspected:\r\n554-5.7.1 see the link\r\n554 5.7.1 https://example.test/x"),
+     "554 5.7.1 Spam suspected:\n5.7.1 see the link\n5.7.1 https://example.test/x"),
+], ids=["sender", "every-recipient", "content", "multi-line"])
 def test_a_refusal_fails_the_reply_with_the_servers_words_and_the_next_reply_still_goes_out(
         smtp_server_factory, inbox_for, customer_thread, pipelining, behaviour, expected):
     behaviour.fail_times = 1 if behaviour.data_reply else None
