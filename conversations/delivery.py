@@ -9,13 +9,11 @@ again. Every status change is appended to `delivery_history` and published as
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message as MIMEMessage
@@ -30,7 +28,7 @@ from django.utils import timezone
 from conversations.events import publish
 from conversations.models import Attachment, Conversation, DeliveryStatus, Direction, Message, MessageKind
 from conversations.outgoing import ascii_address, build_email, envelope_recipients, mime_message
-from conversations.rows import columns_and_converters, convert, update_row
+from conversations.rows import columns_and_converters, convert, update_row, update_rows
 from inboxes import smtp
 from inboxes.models import Inbox, OutgoingMethod
 
@@ -287,7 +285,7 @@ def deliver_and_drain(message_id: int) -> dict[int, Outcome]:
     DRAIN_CLAIM_BATCH) and sends them in turn; each still has its own data_sent_at and outcome
     writes and its own events, so a crash anywhere is recovered by the sweeper exactly as for a
     single delivery (a claimed message whose data never left is requeued). A message's "sent"
-    shares the commit of the next message's data_sent_at (`_Later`). The drain stops when
+    shares the statement that writes the next message's data_sent_at (`_Later`). The drain stops when
     none is left, at the budget (DELIVERY_DRAIN_MAX_MESSAGES / _SECONDS), or when the inbox must
     wait (inactive, hourly cap) or the server failed transiently: what it claimed and did not
     send goes back to queued, untouched, for another task and the sweeper. At the budget, it
@@ -461,10 +459,8 @@ def _send(message: Message, history: list[dict[str, Any]], reuse_connection: boo
           built: Future[_Built] | None = None, later: _Later | None = None) -> Outcome:
     def before_data() -> None:
         # Committed before the first byte of data leaves: from here on a crash means "maybe sent".
-        # The previous message's "sent", held back, shares the commit.
-        with _writing(later):
-            update_row(Message, message.pk, where='"delivery_status" = %s',
-                       where_params=(DeliveryStatus.SENDING,), data_sent_at=timezone.now(), delivery_history=history)
+        # The previous message's "sent", held back, shares the statement.
+        _write(message, later, data_sent_at=timezone.now(), delivery_history=history)
 
     inbox = message.inbox
     if inbox.outgoing_method == OutgoingMethod.ANYMAIL:
@@ -496,18 +492,16 @@ def _finish(message: Message, history: list[dict[str, Any]], status: str, detail
     if hold and later is not None:
         later.hold(message, history, detail, fields)
         return outcome
-    with _writing(later):
-        update_row(Message, message.pk, where='"delivery_status" = %s', where_params=(DeliveryStatus.SENDING,),
-                   delivery_status=status, delivery_history=history, **fields)
+    _write(message, later, delivery_status=status, delivery_history=history, **fields)
     _publish_status(message, status, detail)
     return outcome
 
 
 class _Later:
-    """A drain's last "sent" write, held back to share the commit of the next message's write.
+    """A drain's last "sent" write, held back to share the next message's write.
 
     Each message of a drain needs two committed writes: data_sent_at before its data leaves,
-    and its outcome after the server's reply. Message i's "sent" goes out in one transaction
+    and its outcome after the server's reply. Message i's "sent" goes out in one statement (rows.update_rows)
     with message i+1's data_sent_at, two round trips later, or when the drain ends: one
     commit a message instead of two. Only "sent" waits, and not for long: when the server is
     slow to answer the next message's commands, or a new connection must be opened, it is
@@ -535,27 +529,26 @@ class _Later:
         self._held = held
 
     def write(self) -> None:
-        with _writing(self):
-            pass
+        _write(None, self)
 
 
-@contextlib.contextmanager
-def _writing(later: _Later | None) -> Iterator[None]:
-    """Around a status write: one transaction that also writes `later`'s held "sent", published after it."""
+def _write(message: Message | None, later: _Later | None, **values: Any) -> None:
+    """Write `values` on a message in sending, and `later`'s held "sent" in the same statement; publish the latter."""
     held = later.take() if later is not None else None
-    if held is None:
-        yield
+    changes = {message.pk: values} if message is not None else {}
+    if held is not None:
+        sent, history, _, fields = held
+        changes[sent.pk] = {"delivery_status": DeliveryStatus.SENT, "delivery_history": history, **fields}
+    if not changes:
         return
-    message, history, detail, fields = held
     try:
-        with transaction.atomic(using=router.db_for_write(Message)):
-            update_row(Message, message.pk, where='"delivery_status" = %s', where_params=(DeliveryStatus.SENDING,),
-                       delivery_status=DeliveryStatus.SENT, delivery_history=history, **fields)
-            yield
+        update_rows(Message, changes, where='"delivery_status" = %s', where_params=(DeliveryStatus.SENDING,))
     except BaseException:
-        later.put_back(held)  # rolled back: still held, for the next commit or the drain's end
+        if held is not None:
+            later.put_back(held)  # not written: still held, for the next write or the drain's end
         raise
-    _publish_status(message, DeliveryStatus.SENT, detail)
+    if held is not None:
+        _publish_status(held[0], DeliveryStatus.SENT, held[2])
 
 
 def _retry_or_give_up(message: Message, history: list[dict[str, Any]], exc: smtp.TransientError,
@@ -609,7 +602,6 @@ def _save_to_sent(message: Message) -> None:
 # ---------------------------------------------------------------------------
 def resend_message(message_id: int, *, by: str = "") -> bool:
     """Queue an uncertain or failed message again, with the same Message-ID (clients collapse duplicates)."""
-    from django.db import transaction
 
     now = timezone.now()
     message = Message.objects.select_related("conversation").filter(

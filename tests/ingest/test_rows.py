@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from conversations.models import Contact, Conversation, ConversationStatus
-from conversations.rows import insert_row, lock_row, update_row
+from conversations.rows import insert_row, lock_row, update_row, update_rows
 from tests import factories
 
 
@@ -49,3 +49,36 @@ def test_lock_row_loads_typed_values_and_update_row_is_conditional():
     assert (conversation.status, conversation.closed_at) == (ConversationStatus.OPEN, None)
     with pytest.raises(Conversation.DoesNotExist):
         lock_row(Conversation, conversation.pk + 1000, ("status",))
+
+
+@pytest.mark.django_db
+def test_update_rows_gives_each_row_its_own_values_in_one_statement(django_assert_num_queries):
+    from conversations.models import DeliveryStatus, Message
+
+    first, second, untouched = (factories.MessageFactory(delivery_status=DeliveryStatus.SENDING,
+                                                         delivery_history=[{"to": "sending"}]) for _ in range(3))
+    sent_at = timezone.now() - dt.timedelta(seconds=3)
+    with django_assert_num_queries(1):
+        changed = update_rows(Message, {
+            first.pk: {"delivery_status": DeliveryStatus.SENT, "delivered_at": sent_at,
+                       "delivery_history": [{"to": "sending"}, {"to": "sent"}], "delivery_server_reply": "250 ok"},
+            second.pk: {"data_sent_at": sent_at, "delivery_history": [{"to": "sending", "note": "data"}]},
+        }, where='"delivery_status" = %s', where_params=(DeliveryStatus.SENDING,))
+
+    assert changed == 2
+    first.refresh_from_db()
+    second.refresh_from_db()
+    untouched.refresh_from_db()
+    assert (first.delivery_status, first.delivered_at, first.data_sent_at) == (DeliveryStatus.SENT, sent_at, None)
+    assert first.delivery_history == [{"to": "sending"}, {"to": "sent"}]
+    assert first.delivery_server_reply == "250 ok"
+    assert (second.delivery_status, second.data_sent_at, second.delivered_at) == (
+        DeliveryStatus.SENDING, sent_at, None)
+    assert second.delivery_history == [{"to": "sending", "note": "data"}]
+    assert (untouched.delivery_status, untouched.delivery_history) == (DeliveryStatus.SENDING, [{"to": "sending"}])
+    # The condition holds per row: the one already sent is left alone.
+    assert update_rows(Message, {first.pk: {"delivery_status": DeliveryStatus.FAILED},
+                                 second.pk: {"delivery_status": DeliveryStatus.SENT}},
+                       where='"delivery_status" = %s', where_params=(DeliveryStatus.SENDING,)) == 1
+    first.refresh_from_db()
+    assert first.delivery_status == DeliveryStatus.SENT
