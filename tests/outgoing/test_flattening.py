@@ -69,7 +69,7 @@ def test_a_reply_with_alternatives_and_an_attachment_flattens_as_smtplib_would()
 
 
 def test_a_boundary_found_inside_the_parts_is_drawn_again(monkeypatch):
-    draws = iter(["0" * 32, "1" * 32])
-    monkeypatch.setattr(smtp.secrets, "token_hex", lambda _bytes: next(draws))
+    draws = iter([0, int("1" * 32, 16)])
+    monkeypatch.setattr(smtp.random, "getrandbits", lambda _bits: next(draws))
     text = b"a quoted message that happens to hold --=_sb_" + b"0" * 32 + b" in it"
     assert smtp._Generator._make_boundary(text) == "=_sb_" + "1" * 32
