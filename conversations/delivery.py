@@ -244,11 +244,13 @@ def _deliver(message: Message, inbox: Inbox, now: dt.datetime, reuse_connection:
 
 
 def _deliver_claimed(message: Message, claimed_at: dt.datetime, reuse_connection: bool,
-                     built: Future[_Built] | None = None, later: _Later | None = None) -> Outcome:
+                     built: Future[_Built] | None = None, later: _Later | None = None,
+                     following: Message | None = None) -> Outcome:
     """Send a message this worker claimed (its row in sending, its attempt counted) and record the outcome.
 
     `built`: its email, being built ahead (`_build_ahead`); otherwise it is built here.
     `later`: a drain's held-back "sent" write (`_Later`), which this message's writes carry.
+    `following`: the message the drain sends next, whose envelope may go out behind this one.
     """
     inbox = message.inbox
     history = [*message.delivery_history, _entry(claimed_at, DeliveryStatus.QUEUED, DeliveryStatus.SENDING,
@@ -256,7 +258,7 @@ def _deliver_claimed(message: Message, claimed_at: dt.datetime, reuse_connection
     _publish_status(message, DeliveryStatus.SENDING)
 
     try:
-        outcome = _send(message, history, reuse_connection, built, later)
+        outcome = _send(message, history, reuse_connection, built, later, following)
     except smtp.DataSentNoAnswer as exc:
         outcome = _finish(message, history, DeliveryStatus.UNCERTAIN, str(exc), later,
                           delivery_last_error=str(exc))
@@ -348,11 +350,14 @@ def _drain(first: Message, inbox: Inbox, started: float, later: _Later) -> dict[
             built = ahead.pop(message.pk, None)
             if claimed and claimed[0][0].pk not in ahead:
                 ahead[claimed[0][0].pk] = _build_ahead(claimed[0][0])
-            outcome = _deliver_claimed(message, claimed_at, reuse_connection=True, built=built, later=later)
+            following = claimed[0][0] if claimed else None
+            outcome = _deliver_claimed(message, claimed_at, reuse_connection=True, built=built, later=later,
+                                       following=following)
             outcomes[message.pk] = outcome
             if not _may_go_on(outcome):
                 break
     finally:
+        smtp.drop_following(inbox)  # the next message's commands went out, and it will not
         try:
             _release([message for message, _ in claimed])
         except Exception:  # the database is down: the sweeper requeues them later; keep the first error
@@ -456,7 +461,8 @@ def _defer(message: Message, until: dt.datetime, reason: str) -> Outcome:
 
 
 def _send(message: Message, history: list[dict[str, Any]], reuse_connection: bool,
-          built: Future[_Built] | None = None, later: _Later | None = None) -> Outcome:
+          built: Future[_Built] | None = None, later: _Later | None = None,
+          following: Message | None = None) -> Outcome:
     def before_data() -> None:
         # Committed before the first byte of data leaves: from here on a crash means "maybe sent".
         # The previous message's "sent", held back, shares the statement.
@@ -471,7 +477,8 @@ def _send(message: Message, history: list[dict[str, Any]], reuse_connection: boo
         email = built.result() if built is not None else _build(message)
         result = smtp.send(inbox, email.mime, envelope_from=ascii_address(inbox.address), recipients=email.recipients,
                            before_data=before_data, reuse=reuse_connection, data=email.data,
-                           meanwhile=later.write if later is not None else None)
+                           meanwhile=later.write if later is not None else None,
+                           following=_envelope(following) if following is not None else None)
     detail = result.reply
     if result.refused:
         detail += "; refused: " + "; ".join(f"{a}: {r}" for a, r in result.refused.items())
@@ -480,6 +487,14 @@ def _send(message: Message, history: list[dict[str, Any]], reuse_connection: boo
     hold = later if later is not None and not inbox.save_to_sent else None
     return _finish(message, history, DeliveryStatus.SENT, detail, later, hold=hold is not None,
                    delivery_server_reply=detail, delivery_last_error="", delivered_at=timezone.now())
+
+
+def _envelope(message: Message) -> tuple[str, list[str]] | None:
+    """The envelope `message` will be sent with, or None if it cannot be sent: it fails on its own turn."""
+    try:
+        return ascii_address(message.inbox.address), envelope_recipients(message)
+    except Exception:
+        return None
 
 
 def _finish(message: Message, history: list[dict[str, Any]], status: str, detail: str,

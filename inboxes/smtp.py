@@ -90,6 +90,10 @@ class _Tracking:
 
     before_data: Callable[[], None] | None = None
     meanwhile: Callable[[], None] | None = None
+    # The envelope whose MAIL, RCPT and DATA went out behind the previous message (see send's
+    # `following`); their replies are still to be read.
+    pending_envelope: tuple[str, tuple[str, ...]] | None = None
+    replies: _Replies | None = None
     data_handed_over = False
     last_reply = ""
     _in_data = False
@@ -176,11 +180,24 @@ def _take_pooled(inbox: Inbox) -> smtplib.SMTP | None:
 
 def _close(client: smtplib.SMTP) -> None:
     try:
-        client.quit()
+        if client.pending_envelope is None:  # else the server awaits a message: a QUIT would be part of it
+            client.quit()
     except Exception:  # noqa: S110 - closing a connection that may already be gone
         pass
     finally:
         client.close()
+
+
+def drop_following(inbox: Inbox) -> None:
+    """Close the inbox's kept connection if a following message's commands went out on it and it will not come.
+
+    The server has answered DATA and waits for a message: closing is the only safe way out
+    (a lone "." would deliver an empty one). A drain that stops early calls this.
+    """
+    entry = _pool.get(_pool_key(inbox))
+    if entry is not None and entry[0].pending_envelope is not None:
+        del _pool[_pool_key(inbox)]
+        _close(entry[0])
 
 
 def close_pool() -> None:
@@ -249,7 +266,8 @@ def flatten(message: MIMEMessage) -> bytes:
 # ---------------------------------------------------------------------------
 def send(inbox: Inbox, message: MIMEMessage, *, envelope_from: str, recipients: Sequence[str],
          before_data: Callable[[], None] | None = None, reuse: bool = False, data: bytes | None = None,
-         meanwhile: Callable[[], None] | None = None) -> SendResult:
+         meanwhile: Callable[[], None] | None = None, following: tuple[str, Sequence[str]] | None = None,
+         ) -> SendResult:
     """Send `message` to exactly `recipients`, flattened (CRLF, without Bcc; smtplib dot-stuffs).
 
     `before_data` runs just before the first byte of the message data goes out. With `reuse`,
@@ -257,16 +275,24 @@ def send(inbox: Inbox, message: MIMEMessage, *, envelope_from: str, recipients: 
     made beforehand (a drain prepares the next message while this one is on the wire).
     `meanwhile` runs at most once, while the server is slow (SLOW_REPLY_SECONDS) to answer
     pipelined commands, or before a new connection or an exchange without PIPELINING.
+    `following`: the envelope (sender, recipients) of the message the caller sends next on this
+    kept connection. With PIPELINING its MAIL, RCPT and DATA go out right behind this message's
+    data (RFC 2920 lets message content open a group), so each message costs one round trip;
+    the next send() with that envelope reads their replies. A caller that will not send it
+    calls drop_following().
     """
     if not recipients:
         raise PermanentError("No recipients.")
     timeout = float(settings.SMTP_TIMEOUT)
     meanwhile = _once(meanwhile) if meanwhile is not None else None
     client = _take_pooled(inbox) if reuse else None
+    if client is not None and client.pending_envelope not in (None, (envelope_from, tuple(recipients))):
+        _close(client)  # commands for another message went out on it
+        client = None
     if client is not None:
         try:
             return _transaction(inbox, client, message, envelope_from, recipients, before_data, reuse, data,
-                                meanwhile)
+                                meanwhile, following)
         except TransientError as exc:
             if getattr(exc, "stale_connection", False):
                 client = None  # the kept connection had died; nothing was handed over, open a new one
@@ -275,7 +301,8 @@ def send(inbox: Inbox, message: MIMEMessage, *, envelope_from: str, recipients: 
     if meanwhile is not None:
         meanwhile()  # a new connection takes a few round trips
     client = _connect(inbox, timeout)
-    return _transaction(inbox, client, message, envelope_from, recipients, before_data, reuse, data, meanwhile)
+    return _transaction(inbox, client, message, envelope_from, recipients, before_data, reuse, data, meanwhile,
+                        following)
 
 
 def _once(function: Callable[[], None]) -> Callable[[], None]:
@@ -291,7 +318,8 @@ def _once(function: Callable[[], None]) -> Callable[[], None]:
 
 def _transaction(inbox: Inbox, client: smtplib.SMTP, message: MIMEMessage, envelope_from: str,
                  recipients: Sequence[str], before_data: Callable[[], None] | None, reuse: bool,
-                 data: bytes | None, meanwhile: Callable[[], None] | None) -> SendResult:
+                 data: bytes | None, meanwhile: Callable[[], None] | None,
+                 following: tuple[str, Sequence[str]] | None = None) -> SendResult:
     client.before_data = before_data
     client.meanwhile = meanwhile
     client.data_handed_over = False
@@ -300,7 +328,9 @@ def _transaction(inbox: Inbox, client: smtplib.SMTP, message: MIMEMessage, envel
         if not needs_smtputf8(envelope_from, recipients):
             data = flatten(message) if data is None else data
             if client.has_extn("pipelining") and all(map(_PLAIN_ADDRESS.fullmatch, [envelope_from, *recipients])):
-                refused = _sendmail_pipelined(client, envelope_from, recipients, data)
+                if not (reuse and following and all(map(_PLAIN_ADDRESS.fullmatch, [following[0], *following[1]]))):
+                    following = None
+                refused = _sendmail_pipelined(client, envelope_from, recipients, data, following)
             else:
                 _run_meanwhile(client)
                 refused = client.sendmail(envelope_from, list(recipients), data)
@@ -329,7 +359,7 @@ _PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
 
 
 def _sendmail_pipelined(client: smtplib.SMTP, envelope_from: str, recipients: Sequence[str], data: bytes,
-                        ) -> dict[str, tuple[int, bytes]]:
+                        following: tuple[str, Sequence[str]] | None = None) -> dict[str, tuple[int, bytes]]:
     """smtplib's sendmail in two round trips instead of 3 + recipients, for a server that offers PIPELINING.
 
     MAIL, every RCPT and DATA go out in one write (RFC 2920, DATA last). The message goes out
@@ -338,13 +368,17 @@ def _sendmail_pipelined(client: smtplib.SMTP, envelope_from: str, recipients: Se
     Failures raise what sendmail raises, so they are classified alike; the connection is left
     reset and usable, as sendmail leaves it.
     """
-    size = f" SIZE={len(data)}" if client.has_extn("size") else ""
-    commands = [f"MAIL FROM:<{envelope_from}>{size}", *(f"RCPT TO:<{address}>" for address in recipients), "DATA"]
-    client.send("".join(f"{command}\r\n" for command in commands))
+    if client.replies is None:
+        client.replies = _Replies(client)
+    reader = client.replies
+    commands = _envelope_commands(envelope_from, recipients, len(data) if client.has_extn("size") else None)
+    if client.pending_envelope is None:
+        client.send(commands)
+    else:  # they went out behind the previous message (send() checked they are this message's)
+        client.pending_envelope = None
     slow_after = time.monotonic() + SLOW_REPLY_SECONDS
-    reader = _Replies(client)
     replies = []
-    for _ in commands:
+    for _ in range(len(recipients) + 2):
         if client.meanwhile is not None and not reader.ready(slow_after - time.monotonic()):
             _run_meanwhile(client)  # the server is thinking (a slow RCPT check, a tarpit): use the time
         try:
@@ -371,13 +405,26 @@ def _sendmail_pipelined(client: smtplib.SMTP, envelope_from: str, recipients: Se
         client.before_data()
     client.data_handed_over = True
     stuffed = smtplib._quote_periods(data)
-    client.send(stuffed + (b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n"))
+    group = stuffed + (b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n")
+    if following is not None:  # the next message's envelope rides behind this one's data
+        group += _envelope_commands(following[0], following[1], None).encode("ascii")
+    client.send(group)
     code, reply = reader.next()
     client.last_reply = f"{code} {reply.decode(errors='replace')}"
     if code != 250:
-        _reset(client, closing=code == 421)
+        _reset(client, closing=code == 421 or following is not None)
         raise smtplib.SMTPDataError(code, reply)
+    if following is not None:
+        client.pending_envelope = (following[0], tuple(following[1]))
     return refused
+
+
+def _envelope_commands(envelope_from: str, recipients: Sequence[str], size: int | None) -> str:
+    """MAIL, one RCPT per recipient and DATA, as one pipelined group."""
+    size_option = f" SIZE={size}" if size is not None else ""
+    commands = [f"MAIL FROM:<{envelope_from}>{size_option}", *(f"RCPT TO:<{address}>" for address in recipients),
+                "DATA"]
+    return "".join(f"{command}\r\n" for command in commands)
 
 
 def _run_meanwhile(client: smtplib.SMTP) -> None:

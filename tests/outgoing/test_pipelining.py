@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conversations import delivery
-from conversations.models import DeliveryStatus
+from conversations.models import DeliveryStatus, Message
 from conversations.replies import queue_reply
 from inboxes import smtp
 from tests.servers.smtp import Behaviour
@@ -128,3 +128,67 @@ def test_work_left_for_meanwhile_runs_while_a_slow_server_thinks_and_before_the_
     assert [what for what, _ in seen] == ["meanwhile", "before data"]
     assert seen[0][1] < 0.4 <= seen[1][1]  # not after the server's answers
     assert len(server.wait_for(2)) == 2
+
+
+# ---------------------------------------------------------------------------
+# A drain sends the next reply's envelope right behind the current reply's data
+# ---------------------------------------------------------------------------
+def _drain_all(first):
+    smtp.close_pool()
+    outcomes = delivery.deliver_and_drain(first.pk)
+    smtp.close_pool()
+    return outcomes
+
+
+def _received_ids(server):
+    ids = [r.message["Message-ID"] for r in server.received]
+    assert all(ids), "the server received a message without a Message-ID (an empty one?)"
+    return ids
+
+
+@BOTH_WAYS
+def test_a_refusal_in_the_middle_of_a_drain_fails_that_reply_alone(
+        smtp_server_factory, inbox_for, customer_thread, pipelining):
+    server = smtp_server_factory(offer_pipelining=pipelining,
+                                 behaviour=Behaviour(refuse={"gone@example.test": "550 5.1.1 Gone"}))
+    conversation, _ = customer_thread(inbox_for(server))
+    replies = [queue_reply(conversation, text=f"reply {n}") for n in range(5)]
+    Message.objects.filter(pk=replies[2].pk).update(to=[{"name": "", "address": "gone@example.test"}])
+
+    outcomes = _drain_all(replies[0])
+
+    assert [outcomes[r.pk].status for r in replies] == [DeliveryStatus.SENT] * 2 + [DeliveryStatus.FAILED] + [
+        DeliveryStatus.SENT] * 2
+    assert sorted(_received_ids(server)) == sorted(f"<{r.message_id}>" for n, r in enumerate(replies) if n != 2)
+
+
+@BOTH_WAYS
+def test_content_refused_behind_which_the_next_envelope_went_out_costs_only_that_reply(
+        smtp_server_factory, inbox_for, customer_thread, pipelining):
+    server = smtp_server_factory(offer_pipelining=pipelining,
+                                 behaviour=Behaviour(data_reply="554 5.6.0 Rejected", fail_times=1))
+    conversation, _ = customer_thread(inbox_for(server))
+    replies = [queue_reply(conversation, text=f"reply {n}") for n in range(3)]
+
+    outcomes = _drain_all(replies[0])
+
+    assert [outcomes[r.pk].status for r in replies] == [DeliveryStatus.FAILED] + [DeliveryStatus.SENT] * 2
+    assert sorted(_received_ids(server)) == sorted(f"<{r.message_id}>" for r in replies[1:])
+
+
+@BOTH_WAYS
+def test_a_drain_that_stops_with_the_next_envelope_sent_delivers_no_empty_message(
+        smtp_server_factory, inbox_for, customer_thread, settings, pipelining):
+    settings.DELIVERY_DRAIN_MAX_MESSAGES = 3
+    server = smtp_server_factory(offer_pipelining=pipelining)
+    conversation, _ = customer_thread(inbox_for(server))
+    replies = [queue_reply(conversation, text=f"reply {n}") for n in range(5)]
+
+    first = delivery.deliver_and_drain(replies[0].pk)  # stops after three, the fourth's envelope sent
+    time.sleep(0.5)
+    assert len(server.received) == 3
+    second = _drain_all(replies[3])
+
+    assert [r.pk for r in replies] == sorted([*first, *second])
+    assert {o.status for o in [*first.values(), *second.values()]} == {DeliveryStatus.SENT}
+    assert sorted(_received_ids(server)) == sorted(f"<{r.message_id}>" for r in replies)
