@@ -28,7 +28,7 @@ from django.utils import timezone
 from conversations.events import publish
 from conversations.models import Attachment, Conversation, DeliveryStatus, Direction, Message, MessageKind
 from conversations.outgoing import ascii_address, build_email, envelope_recipients, mime_message
-from conversations.rows import columns_and_converters, convert, update_row, update_rows
+from conversations.rows import by_primary_key, columns_and_converters, convert, update_row, update_rows
 from inboxes import smtp
 from inboxes.models import Inbox, OutgoingMethod
 
@@ -413,7 +413,7 @@ def _claim(candidates: list[Message], inbox: Inbox, now: dt.datetime) -> list[Me
     placeholders = ", ".join(["%s"] * len(by_id))
     # Identifiers are ours; every value is a parameter.
     sql = (
-        f'UPDATE {_TABLE} SET "delivery_status" = %s, "sending_started_at" = %s, '  # noqa: S608
+        f'UPDATE {by_primary_key(_TABLE, connection)} SET "delivery_status" = %s, "sending_started_at" = %s, '  # noqa: S608
         '"data_sent_at" = NULL, "delivery_attempts" = "delivery_attempts" + 1 '
         f'WHERE "id" IN ({placeholders}) AND "delivery_status" = %s '
         'AND ("next_attempt_at" IS NULL OR "next_attempt_at" <= %s) '
@@ -439,13 +439,14 @@ def _release(messages: list[Message]) -> None:
     """Give back claimed messages whose data never left, as they were: queued, the attempt uncounted."""
     if not messages:
         return
+    connection = connections[router.db_for_write(Message)]
     placeholders = ", ".join(["%s"] * len(messages))
     sql = (
-        f'UPDATE {_TABLE} SET "delivery_status" = %s, "sending_started_at" = NULL, '  # noqa: S608
-        '"delivery_attempts" = "delivery_attempts" - 1 '
+        f'UPDATE {by_primary_key(_TABLE, connection)} SET "delivery_status" = %s, '  # noqa: S608
+        '"sending_started_at" = NULL, "delivery_attempts" = "delivery_attempts" - 1 '
         f'WHERE "id" IN ({placeholders}) AND "delivery_status" = %s AND "data_sent_at" IS NULL'
     )
-    with connections[router.db_for_write(Message)].cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(sql, [DeliveryStatus.QUEUED, *(m.pk for m in messages), DeliveryStatus.SENDING])
 
 

@@ -71,6 +71,16 @@ def update_row(model: type[models.Model], pk: int, *, where: str = "", where_par
         return cursor.rowcount
 
 
+def by_primary_key(table: str, connection: object) -> str:
+    """`table` in an UPDATE whose rows are named by primary key, for the planner to look them up by it.
+
+    Given "id IN (...) AND status = ...", SQLite without statistics may prefer an index on
+    status and scan every row in that status (thousands of queued replies) instead of
+    looking up the few named; NOT INDEXED leaves it the rowid. PostgreSQL picks the key.
+    """
+    return f"{table} NOT INDEXED" if connection.vendor == "sqlite" else table
+
+
 def update_rows(model: type[models.Model], changes: dict[int, dict[str, object]], *, where: str = "",
                 where_params: tuple = ()) -> int:
     """UPDATE several rows, each with values of its own, in one statement; the number of rows changed.
@@ -97,8 +107,8 @@ def update_rows(model: type[models.Model], changes: dict[int, dict[str, object]]
         for pk, value in cases:
             params += [pk, field.get_db_prep_save(value, connection)]
     # Identifiers come from the model and our own code; every value is a parameter.
-    sql = (f"UPDATE {quote(model._meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608
-           f"WHERE {pk_column} IN ({', '.join(['%s'] * len(changes))})")
+    sql = (f"UPDATE {by_primary_key(quote(model._meta.db_table), connection)} "  # noqa: S608
+           f"SET {', '.join(assignments)} WHERE {pk_column} IN ({', '.join(['%s'] * len(changes))})")
     if where:
         sql += f" AND ({where})"
     where_values = [connection.ops.adapt_datetimefield_value(value) if isinstance(value, dt.datetime) else value

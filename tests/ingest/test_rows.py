@@ -82,3 +82,22 @@ def test_update_rows_gives_each_row_its_own_values_in_one_statement(django_asser
                        where='"delivery_status" = %s', where_params=(DeliveryStatus.SENDING,)) == 1
     first.refresh_from_db()
     assert first.delivery_status == DeliveryStatus.SENT
+
+
+@pytest.mark.django_db
+def test_rows_named_by_primary_key_are_looked_up_by_it():
+    from django.db import connection
+
+    from conversations.models import Message
+    from conversations.rows import by_primary_key
+
+    table = connection.ops.quote_name(Message._meta.db_table)
+    if connection.vendor != "sqlite":  # PostgreSQL's planner picks the key by itself: nothing added
+        assert by_primary_key(table, connection) == table
+        return
+    with connection.cursor() as cursor:
+        sql = (f'EXPLAIN QUERY PLAN UPDATE {by_primary_key(table, connection)} '  # noqa: S608
+               'SET "delivery_status" = %s WHERE "id" IN (%s, %s) AND "delivery_status" = %s')
+        cursor.execute(sql, ["sent", 1, 2, "sending"])
+        plan = " ".join(str(row) for row in cursor.fetchall())
+    assert "PRIMARY KEY" in plan, plan
