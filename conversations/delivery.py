@@ -12,9 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import Message as MIMEMessage
 from functools import cache
@@ -165,7 +163,7 @@ def _next_queued(inbox: Inbox, now: dt.datetime, *, newest_first: bool, limit: i
 
 
 # ---------------------------------------------------------------------------
-# Building: the email of a message, on this thread or ahead on the builder's
+# Building: the email of a message
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Built:
@@ -180,29 +178,6 @@ def _build(message: Message) -> _Built:
     recipients = envelope_recipients(message)
     plain = not smtp.needs_smtputf8(ascii_address(message.inbox.address), recipients)
     return _Built(mime, recipients, smtp.flatten(mime) if plain else None)
-
-
-_builder: ThreadPoolExecutor | None = None
-_builder_lock = threading.Lock()
-
-
-def _build_ahead(message: Message) -> Future[_Built] | None:
-    """Start building `message` on the builder thread, or None when it must be built here.
-
-    A drain sends one message while the next is built: the builder works while this thread
-    waits for the SMTP server's replies. Only messages without attachments go ahead: building
-    those reads no database (a thread of its own would need its own connection).
-    """
-    global _builder
-    if getattr(message, "has_attachments", True) or message.inbox.outgoing_method == OutgoingMethod.ANYMAIL:
-        return None
-    with _builder_lock:
-        if _builder is None:
-            _builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-build")
-    try:
-        return _builder.submit(_build, message)
-    except RuntimeError:  # the interpreter is shutting down: build it here, in turn
-        return None
 
 
 # ---------------------------------------------------------------------------
@@ -244,11 +219,10 @@ def _deliver(message: Message, inbox: Inbox, now: dt.datetime, reuse_connection:
 
 
 def _deliver_claimed(message: Message, claimed_at: dt.datetime, reuse_connection: bool,
-                     built: Future[_Built] | None = None, later: _Later | None = None,
+                     later: _Later | None = None,
                      following: Message | None = None) -> Outcome:
     """Send a message this worker claimed (its row in sending, its attempt counted) and record the outcome.
 
-    `built`: its email, being built ahead (`_build_ahead`); otherwise it is built here.
     `later`: a drain's held-back "sent" write (`_Later`), which this message's writes carry.
     `following`: the message the drain sends next, whose envelope may go out behind this one.
     """
@@ -258,7 +232,7 @@ def _deliver_claimed(message: Message, claimed_at: dt.datetime, reuse_connection
     _publish_status(message, DeliveryStatus.SENDING)
 
     try:
-        outcome = _send(message, history, reuse_connection, built, later, following)
+        outcome = _send(message, history, reuse_connection, later, following)
     except smtp.DataSentNoAnswer as exc:
         outcome = _finish(message, history, DeliveryStatus.UNCERTAIN, str(exc), later,
                           delivery_last_error=str(exc))
@@ -315,7 +289,6 @@ def _drain(first: Message, inbox: Inbox, started: float, later: _Later) -> dict[
     max_messages = int(settings.DELIVERY_DRAIN_MAX_MESSAGES)
     max_seconds = float(settings.DELIVERY_DRAIN_MAX_SECONDS)
     claimed: list[tuple[Message, dt.datetime]] = []
-    ahead: dict[int, Future[_Built] | None] = {}  # the next message's email, being built meanwhile
     lost = lost_total = 0
     from_end = False
     at_budget = False
@@ -347,11 +320,8 @@ def _drain(first: Message, inbox: Inbox, started: float, later: _Later) -> dict[
                     continue
                 lost = 0
             message, claimed_at = claimed.pop(0)
-            built = ahead.pop(message.pk, None)
-            if claimed and claimed[0][0].pk not in ahead:
-                ahead[claimed[0][0].pk] = _build_ahead(claimed[0][0])
             following = claimed[0][0] if claimed else None
-            outcome = _deliver_claimed(message, claimed_at, reuse_connection=True, built=built, later=later,
+            outcome = _deliver_claimed(message, claimed_at, reuse_connection=True, later=later,
                                        following=following)
             outcomes[message.pk] = outcome
             if not _may_go_on(outcome):
@@ -462,7 +432,7 @@ def _defer(message: Message, until: dt.datetime, reason: str) -> Outcome:
 
 
 def _send(message: Message, history: list[dict[str, Any]], reuse_connection: bool,
-          built: Future[_Built] | None = None, later: _Later | None = None,
+          later: _Later | None = None,
           following: Message | None = None) -> Outcome:
     def before_data() -> None:
         # Committed before the first byte of data leaves: from here on a crash means "maybe sent".
@@ -475,7 +445,7 @@ def _send(message: Message, history: list[dict[str, Any]], reuse_connection: boo
         before_data()
         result = smtp.send_anymail(inbox, email_for_service)
     else:
-        email = built.result() if built is not None else _build(message)
+        email = _build(message)
         result = smtp.send(inbox, email.mime, envelope_from=ascii_address(inbox.address), recipients=email.recipients,
                            before_data=before_data, reuse=reuse_connection, data=email.data,
                            meanwhile=later.write if later is not None else None,

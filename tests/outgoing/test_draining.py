@@ -186,9 +186,9 @@ def test_a_bulk_answer_takes_a_task_per_twenty_replies_and_a_drain_at_its_budget
 @pytest.mark.django_db
 def test_each_drained_message_leaves_with_its_own_content_and_a_broken_one_fails_alone(
         smtp_server, inbox_for, customer_thread):
-    # While one message is on the wire the next is built on another thread: what each
-    # recipient gets must still be its own message, and a message that cannot be built fails
-    # on its own turn without costing the others theirs.
+    # While one message's data is on the wire, the next one's envelope goes out behind it:
+    # what each recipient gets must still be its own message, and a message that cannot be
+    # built fails on its own turn without costing the others theirs.
     conversation, _ = customer_thread(inbox_for(smtp_server))
     messages = [queue_reply(conversation, text=f"reply number {n}") for n in range(6)]
     Message.objects.filter(pk=messages[3].pk).update(to=[{"name": "no address"}])
