@@ -76,7 +76,7 @@ def backoff_seconds(attempt: int) -> float:
 _FIELDS = ("id", "public_id", "conversation_id", "inbox_id", "direction", "kind", "message_id", "in_reply_to",
            "references", "from_address", "from_name", "to", "cc", "bcc", "reply_to", "subject", "text", "html",
            "sent_at", "created_at", "priority", "is_automatic", "delivery_status", "delivery_attempts",
-           "delivery_history", "queued_at", "next_attempt_at")
+           "delivery_history", "queued_at", "next_attempt_at", "raw")
 
 
 def _load(message_id: int) -> list[Message]:
@@ -167,16 +167,19 @@ def _next_queued(inbox: Inbox, now: dt.datetime, *, newest_first: bool, limit: i
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Built:
-    mime: MIMEMessage
+    mime: MIMEMessage | None  # None when `data` was composed at queue time
     recipients: list[str]
     data: bytes | None  # flattened, when the envelope is plain ASCII (smtp.flatten)
 
 
 def _build(message: Message) -> _Built:
-    email = build_email(message)
-    mime = mime_message(email)
+    """The message's email: the bytes composed when it was queued (`raw`), or built now."""
     recipients = envelope_recipients(message)
     plain = not smtp.needs_smtputf8(ascii_address(message.inbox.address), recipients)
+    if plain and message.raw:
+        with message.raw.open("rb") as handle:
+            return _Built(None, recipients, handle.read())
+    mime = mime_message(build_email(message))
     return _Built(mime, recipients, smtp.flatten(mime) if plain else None)
 
 

@@ -128,3 +128,16 @@ def mime_message(email: EmailMultiAlternatives) -> MIMEMessage:
     # line, which is legal but trips some clients' threading. Fold only past RFC 5322's hard limit.
     mime.policy = mime.policy.clone(max_line_length=998)
     return mime
+
+
+def compose(message: Message) -> bytes | None:
+    """The bytes smtplib sends for a stored outgoing Message: CRLF, without Bcc, as smtp.flatten makes them.
+
+    None when the envelope is not plain ASCII: SMTPUTF8 is negotiated per connection, and that
+    message is flattened when it is sent.
+    """
+    from inboxes import smtp
+
+    if smtp.needs_smtputf8(ascii_address(message.from_address), envelope_recipients(message)):
+        return None
+    return smtp.flatten(mime_message(build_email(message)))

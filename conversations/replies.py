@@ -202,6 +202,7 @@ def queue_reply(
     with transaction.atomic():
         message.save()
         _store_attachments(message, attachments)
+        _store_composed(message)
         Conversation.objects.filter(pk=conversation.pk).update(last_message_at=now)
         deliver_on_commit(message)
         _publish_created(message)
@@ -230,6 +231,24 @@ def _recipients(conversation: Conversation, to: Any, cc: Any, bcc: Any) -> dict[
                         field, f"{person['address']} is outside the domains this inbox may write to.",
                         person["address"])
     return fields
+
+
+def _store_composed(message: Message) -> None:
+    """Keep the email as it will leave, in `raw` with its SHA-256, as incoming mail keeps what arrived.
+
+    Composed once, here (RFC 5322's Date is when the message was ready to send): delivery, a
+    retry and a deliberate resend all send these bytes, and a manager can download them.
+    """
+    from conversations.outgoing import compose
+
+    data = compose(message)
+    if data is None:
+        return
+    message.raw.save("outgoing.eml", ContentFile(data), save=False)
+    message.raw_sha256 = hashlib.sha256(data).hexdigest()
+    message.raw_size = len(data)
+    Message.objects.filter(pk=message.pk).update(raw=message.raw.name, raw_sha256=message.raw_sha256,
+                                                 raw_size=message.raw_size)
 
 
 def _store_attachments(message: Message, attachments: Iterable[Any]) -> None:

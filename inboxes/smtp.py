@@ -264,7 +264,7 @@ def flatten(message: MIMEMessage) -> bytes:
 # ---------------------------------------------------------------------------
 # Sending
 # ---------------------------------------------------------------------------
-def send(inbox: Inbox, message: MIMEMessage, *, envelope_from: str, recipients: Sequence[str],
+def send(inbox: Inbox, message: MIMEMessage | None, *, envelope_from: str, recipients: Sequence[str],
          before_data: Callable[[], None] | None = None, reuse: bool = False, data: bytes | None = None,
          meanwhile: Callable[[], None] | None = None, following: tuple[str, Sequence[str]] | None = None,
          ) -> SendResult:
@@ -272,7 +272,8 @@ def send(inbox: Inbox, message: MIMEMessage, *, envelope_from: str, recipients: 
 
     `before_data` runs just before the first byte of the message data goes out. With `reuse`,
     the connection is kept for the next send from this process. `data`: `flatten(message)`,
-    made beforehand (a drain prepares the next message while this one is on the wire).
+    made beforehand (queue_reply composes it when the reply is queued); then `message` may be
+    None, unless the envelope needs SMTPUTF8.
     `meanwhile` runs at most once, while the server is slow (SLOW_REPLY_SECONDS) to answer
     pipelined commands, or before a new connection or an exchange without PIPELINING.
     `following`: the envelope (sender, recipients) of the message the caller sends next on this
@@ -316,7 +317,7 @@ def _once(function: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
-def _transaction(inbox: Inbox, client: smtplib.SMTP, message: MIMEMessage, envelope_from: str,
+def _transaction(inbox: Inbox, client: smtplib.SMTP, message: MIMEMessage | None, envelope_from: str,
                  recipients: Sequence[str], before_data: Callable[[], None] | None, reuse: bool,
                  data: bytes | None, meanwhile: Callable[[], None] | None,
                  following: tuple[str, Sequence[str]] | None = None) -> SendResult:

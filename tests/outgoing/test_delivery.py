@@ -341,3 +341,31 @@ def test_a_recipient_at_an_internationalised_domain_gets_the_reply_at_its_ascii_
     assert received.rcpt_tos == ["juergen@xn--bcher-kva.example"]  # one recipient, however written
     assert received.message["To"].endswith("<juergen@xn--bcher-kva.example>")
     assert "Grüße zurück." in received.message.get_body(("plain",)).get_content()
+
+
+def test_a_reply_is_composed_once_when_queued_and_exactly_those_bytes_leave_even_on_resend(
+        smtp_server_factory, inbox_for, customer_thread):
+    import hashlib
+
+    server = smtp_server_factory(behaviour=Behaviour(data_reply="554 5.6.0 Not today", fail_times=1))
+    conversation, _ = customer_thread(inbox_for(server))
+    message = queue_reply(conversation, text="Composed once", bcc=["boss@example.test"],
+                          attachments=[AttachmentUpload("notes.txt", b"hello", "text/plain")])
+
+    message.refresh_from_db()
+    with message.raw.open("rb") as handle:
+        composed = handle.read()
+    assert (message.raw_size, message.raw_sha256) == (len(composed), hashlib.sha256(composed).hexdigest())
+    assert f"Message-ID: <{message.message_id}>".encode() in composed
+    assert b"boss@example.test" not in composed  # Bcc never in the bytes that leave
+    assert b"Composed once" in composed and b"notes.txt" in composed
+
+    delivery.deliver_message(message.pk)  # the server refuses the content once
+    assert delivery.resend_message(message.pk, by="Ada")
+    delivery.deliver_message(message.pk)
+
+    message.refresh_from_db()
+    assert message.delivery_status == DeliveryStatus.SENT
+    [received] = server.wait_for(1)
+    assert received.data == composed
+    assert received.rcpt_tos == ["ann@example.test", "boss@example.test"]
