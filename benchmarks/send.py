@@ -5,9 +5,10 @@
 Everything is real: the database (DATABASE_URL, else a throwaway SQLite), Redis (REDIS_URL,
 else a private one), `celery worker` processes, and an aiosmtpd server in a process of its
 own. The clock for a worker run starts when the transaction that queued the N replies commits
-(its on-commit hook enqueues the N delivery tasks) and stops when all N are sent. The raw
-limit is smtplib sending the same prepared messages (already flattened) over one connection,
-measured before and after the worker runs; the faster of the two is the one compared against.
+(its on-commit hook enqueues their delivery tasks) and stops when all N are sent. The raw
+limit is smtplib sending the same prepared messages (already flattened) over one connection.
+The machine's speed drifts between minutes, so every measurement is taken twice, the raw
+limit before and after the worker runs, and each figure is the faster of its two runs.
 The last line printed is one JSON object.
 """
 
@@ -242,6 +243,7 @@ def measure_workers(count: int, conversation, agent, n: int, smtp: SMTPProcess, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="replies per run (default 2000)")
+    parser.add_argument("--runs", type=int, default=2, help="runs of each measurement; the fastest counts")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
@@ -270,19 +272,23 @@ def main() -> None:
         conn_max_age = os.environ["DATABASE_CONN_MAX_AGE"]
         print(f"Delivering {args.n} replies on {database} (DATABASE_CONN_MAX_AGE={conn_max_age}),"
               f" SMTP server at 127.0.0.1:{smtp.port}")
-        raw = measure_raw(conversation, agent, args.n, smtp.port)
-        print(f"raw smtplib, one connection:   {raw:8.1f} msgs/s")
-        one = measure_workers(1, conversation, agent, args.n, smtp, workdir)
-        print(f"1 Celery worker, end to end:   {one:8.1f} msgs/s")
-        two = measure_workers(2, conversation, agent, args.n, smtp, workdir)
-        # The machine may be shared: measure the limit again and keep the faster of the two,
-        # which makes the ratios the conservative ones.
-        again = measure_raw(conversation, agent, args.n, smtp.port)
-        print(f"raw smtplib, measured again:   {again:8.1f} msgs/s")
-        raw = max(raw, again)
+        runs = max(1, args.runs)
+        raws = [measure_raw(conversation, agent, args.n, smtp.port)]
+        print(f"raw smtplib, one connection:   {raws[-1]:8.1f} msgs/s")
+        ones, twos = [], []
+        for _ in range(runs):
+            ones.append(measure_workers(1, conversation, agent, args.n, smtp, workdir))
+            print(f"1 Celery worker, end to end:   {ones[-1]:8.1f} msgs/s")
+        for _ in range(runs):
+            twos.append(measure_workers(2, conversation, agent, args.n, smtp, workdir))
+            print(f"2 Celery workers, end to end:  {twos[-1]:8.1f} msgs/s")
+        for _ in range(runs - 1):
+            raws.append(measure_raw(conversation, agent, args.n, smtp.port))
+            print(f"raw smtplib, measured again:   {raws[-1]:8.1f} msgs/s")
+        # Each figure is the fastest of its runs: the one the drifting machine disturbed least.
+        raw, one, two = max(raws), max(ones), max(twos)
         ratio = two / raw
         verdict = "meets" if ratio >= TARGET_RATIO else "misses"
-        print(f"2 Celery workers, end to end:  {two:8.1f} msgs/s")
         print(f"against the faster raw run: 1 worker {one / raw:.0%}, 2 workers {ratio:.0%} ({verdict} the "
               f"{TARGET_RATIO:.0%} target)")
         print(json.dumps({
@@ -290,6 +296,8 @@ def main() -> None:
             "msgs_per_s_2_workers": round(two, 1), "raw_msgs_per_s": round(raw, 1),
             "ratio_1_worker": round(one / raw, 3), "ratio_2_workers": round(ratio, 3),
             "target_ratio_2_workers": TARGET_RATIO, "meets_target": ratio >= TARGET_RATIO,
+            "runs": {"raw": [round(r, 1) for r in raws], "1_worker": [round(r, 1) for r in ones],
+                     "2_workers": [round(r, 1) for r in twos]},
         }))
     finally:
         if smtp is not None:
