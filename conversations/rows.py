@@ -62,12 +62,17 @@ def update_row(model: type[models.Model], pk: int, *, where: str = "", where_par
     # Identifiers come from the model and our own code; every value is a parameter.
     sql = (f"UPDATE {quote(model._meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608
            f"WHERE {quote(model._meta.pk.column)} = %s")
+    return _update(connection, sql, [*params, pk], where, where_params)
+
+
+def _update(connection: object, sql: str, params: list, where: str, where_params: tuple) -> int:
+    """Run an UPDATE, with the caller's extra SQL condition and its values; the number of rows changed."""
     if where:
         sql += f" AND ({where})"
     where_values = [connection.ops.adapt_datetimefield_value(value) if isinstance(value, dt.datetime) else value
                     for value in where_params]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, pk, *where_values])
+        cursor.execute(sql, [*params, *where_values])
         return cursor.rowcount
 
 
@@ -109,13 +114,7 @@ def update_rows(model: type[models.Model], changes: dict[int, dict[str, object]]
     # Identifiers come from the model and our own code; every value is a parameter.
     sql = (f"UPDATE {by_primary_key(quote(model._meta.db_table), connection)} "  # noqa: S608
            f"SET {', '.join(assignments)} WHERE {pk_column} IN ({', '.join(['%s'] * len(changes))})")
-    if where:
-        sql += f" AND ({where})"
-    where_values = [connection.ops.adapt_datetimefield_value(value) if isinstance(value, dt.datetime) else value
-                    for value in where_params]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *changes, *where_values])
-        return cursor.rowcount
+    return _update(connection, sql, [*params, *changes], where, where_params)
 
 
 @cache
