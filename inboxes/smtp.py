@@ -93,6 +93,7 @@ class _Tracking:
     # The envelope whose MAIL, RCPT and DATA went out behind the previous message (see send's
     # `following`); their replies are still to be read.
     pending_envelope: tuple[str, tuple[str, ...]] | None = None
+    awaiting_data = False
     replies: _Replies | None = None
     data_handed_over = False
     last_reply = ""
@@ -109,10 +110,18 @@ class _Tracking:
 
     def send(self, s: bytes | str) -> None:
         if self._in_data and isinstance(s, bytes) and not self.data_handed_over:
-            if self.before_data is not None:
-                self.before_data()
+            self.run_before_data()
             self.data_handed_over = True
         super().send(s)  # type: ignore[misc]
+
+    def run_before_data(self) -> None:
+        # The server has said 354 and waits for the data: should before_data fail, _close must
+        # not send QUIT, which would be read as a line of it (a message cut off by a close is
+        # dropped) while we waited for an answer that never comes.
+        self.awaiting_data = True
+        if self.before_data is not None:
+            self.before_data()
+        self.awaiting_data = False
 
 
 class _SMTP(_Tracking, smtplib.SMTP):
@@ -180,7 +189,8 @@ def _take_pooled(inbox: Inbox) -> smtplib.SMTP | None:
 
 def _close(client: smtplib.SMTP) -> None:
     try:
-        if client.pending_envelope is None:  # else the server awaits a message: a QUIT would be part of it
+        # Where the server awaits a message's data, a QUIT would be read as part of it.
+        if client.pending_envelope is None and not client.awaiting_data:
             client.quit()
     except Exception:  # noqa: S110 - closing a connection that may already be gone
         pass
@@ -402,8 +412,7 @@ def _sendmail_pipelined(client: smtplib.SMTP, envelope_from: str, recipients: Se
             raise smtplib.SMTPRecipientsRefused(refused)
         raise smtplib.SMTPDataError(data_code, data_reply)
     # From here the server may have the message. Dot-stuffing is smtplib's, as in data().
-    if client.before_data is not None:
-        client.before_data()
+    client.run_before_data()
     client.data_handed_over = True
     stuffed = smtplib._quote_periods(data)
     group = stuffed + (b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n")

@@ -192,3 +192,26 @@ def test_a_drain_that_stops_with_the_next_envelope_sent_delivers_no_empty_messag
     assert [r.pk for r in replies] == sorted([*first, *second])
     assert {o.status for o in [*first.values(), *second.values()]} == {DeliveryStatus.SENT}
     assert sorted(_received_ids(server)) == sorted(f"<{r.message_id}>" for r in replies)
+
+
+@BOTH_WAYS
+def test_a_failure_just_before_the_data_sends_nothing_and_does_not_wait_for_the_server(
+        smtp_server_factory, inbox_for, pipelining, settings):
+    settings.SMTP_TIMEOUT = 20
+    server = smtp_server_factory(offer_pipelining=pipelining)
+    inbox = inbox_for(server)
+
+    def database_down() -> None:
+        raise RuntimeError("the database is down")
+
+    started = time.monotonic()
+    with pytest.raises(smtp.TransientError, match="the database is down"):
+        smtp.send(inbox, _mime("never"), envelope_from=inbox.address, recipients=["ann@example.test"],
+                  before_data=database_down, reuse=True)
+    assert time.monotonic() - started < 5  # no QUIT sent into the data, no wait for its answer
+    smtp.send(inbox, _mime("next"), envelope_from=inbox.address, recipients=["ann@example.test"], reuse=True)
+    smtp.close_pool()
+    [received] = server.wait_for(1)
+    time.sleep(0.5)
+    assert len(server.received) == 1
+    assert received.message.get_content().strip() == "next"
