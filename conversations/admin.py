@@ -48,15 +48,49 @@ class AttachmentInline(admin.TabularInline):
     extra = 0
 
 
+class RawDownload:
+    """A "Download .eml" link and view for a model that keeps a message's raw bytes in `raw`.
+
+    Served as a download, never rendered: incoming bytes are hostile by definition. The file
+    itself is not editable in the form.
+    """
+
+    raw_name = "message"
+
+    def get_urls(self) -> list:
+        view = self.admin_site.admin_view(self.download_view)
+        name = f"{self.model._meta.app_label}_{self.model._meta.model_name}_raw"
+        return [path("<int:pk>/raw/", view, name=name), *super().get_urls()]
+
+    @admin.display(description="Raw message")
+    def download(self, obj: Message | QuarantinedMessage) -> str:
+        if not obj.pk or not obj.raw:
+            return "-"
+        url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_raw", args=[obj.pk])
+        return format_html('<a href="{}">Download .eml ({} bytes)</a>', url, obj.raw_size)
+
+    def download_view(self, request: HttpRequest, pk: int) -> FileResponse:
+        row = self.model.objects.filter(pk=pk).first()
+        if row is None or not row.raw or not self.has_view_permission(request, row):
+            raise Http404(f"No such {self.model._meta.verbose_name}.")
+        return FileResponse(
+            row.raw.open("rb"), as_attachment=True, filename=f"{self.raw_name}-{row.public_id}.eml",
+            content_type="application/octet-stream",
+        )
+
+
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(RawDownload, admin.ModelAdmin):
+    """Messages both ways; the raw bytes as they arrived, or as they left (composed when queued)."""
+
     list_display = [
         "subject", "inbox", "direction", "kind", "from_address", "delivery_status", "is_automatic", "created_at",
     ]
     list_filter = ["direction", "kind", "delivery_status", "is_automatic", "message_id_conflict", "too_large"]
     search_fields = ["subject", "from_address", "message_id", "public_id"]
     raw_id_fields = ["conversation", "author"]
-    readonly_fields = ["public_id", "raw_sha256", "raw_size", "content_hash", "delivery_history"]
+    readonly_fields = ["public_id", "download", "raw_sha256", "raw_size", "content_hash", "delivery_history"]
+    exclude = ["raw"]
     inlines = [AttachmentInline]
     actions = ["resend"]
 
@@ -78,7 +112,7 @@ class CannedResponseAdmin(admin.ModelAdmin):
 
 
 @admin.register(QuarantinedMessage)
-class QuarantinedMessageAdmin(admin.ModelAdmin):
+class QuarantinedMessageAdmin(RawDownload, admin.ModelAdmin):
     """Poison mail, for managers: read the error, download the raw message, retry or discard it."""
 
     list_display = ["inbox", "error", "status", "imap_uid", "raw_size", "created_at", "download"]
@@ -86,30 +120,10 @@ class QuarantinedMessageAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in QuarantinedMessage._meta.fields if f.name != "raw"] + ["download"]
     exclude = ["raw"]
     actions = ["retry", "discard"]
+    raw_name = "quarantined"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
-
-    def get_urls(self) -> list:
-        view = self.admin_site.admin_view(self.download_view)
-        return [path("<int:pk>/raw/", view, name="conversations_quarantinedmessage_raw"), *super().get_urls()]
-
-    @admin.display(description="Raw message")
-    def download(self, obj: QuarantinedMessage) -> str:
-        if not obj.pk or not obj.raw:
-            return "-"
-        url = reverse("admin:conversations_quarantinedmessage_raw", args=[obj.pk])
-        return format_html('<a href="{}">Download .eml ({} bytes)</a>', url, obj.raw_size)
-
-    def download_view(self, request: HttpRequest, pk: int) -> FileResponse:
-        row = QuarantinedMessage.objects.filter(pk=pk).first()
-        if row is None or not row.raw or not self.has_view_permission(request, row):
-            raise Http404("No such quarantined message.")
-        # Served as a download, never rendered: the bytes are hostile by definition.
-        return FileResponse(
-            row.raw.open("rb"), as_attachment=True, filename=f"quarantined-{row.public_id}.eml",
-            content_type="application/octet-stream",
-        )
 
     @admin.action(description="Retry importing the selected messages", permissions=["change"])
     def retry(self, request: HttpRequest, queryset: QuerySet[QuarantinedMessage]) -> None:

@@ -370,3 +370,20 @@ def test_a_reply_is_composed_once_when_queued_and_exactly_those_bytes_leave_even
     [received] = server.wait_for(1)
     assert received.data == composed
     assert received.rcpt_tos == ["ann@example.test", "boss@example.test"]
+
+
+def test_a_manager_downloads_a_reply_as_it_left(client, people, smtp_server, inbox_for, customer_thread):
+    from django.urls import reverse
+
+    conversation, _ = customer_thread(inbox_for(smtp_server))
+    message = queue_reply(conversation, text="Keep a copy")
+    delivery.deliver_message(message.pk)
+    client.force_login(people.manager)
+
+    page = client.get(reverse("admin:conversations_message_change", args=[message.pk]))
+    url = reverse("admin:conversations_message_raw", args=[message.pk])
+    response = client.get(url)
+
+    assert url in page.content.decode()
+    assert response["Content-Disposition"].startswith("attachment;")
+    assert b"".join(response.streaming_content) == smtp_server.wait_for(1)[0].data
