@@ -148,11 +148,11 @@ def _next_queued(inbox: Inbox, now: dt.datetime, *, newest_first: bool, limit: i
         cursor.execute(sql, [inbox.pk, Direction.OUT, MessageKind.EMAIL,
                              connection.ops.adapt_datetimefield_value(now), limit])
         rows = cursor.fetchall()
-    names = [Message._meta.get_field(name).attname for name in _FIELDS_IN_ORDER]
-    split = len(names)
+    split = len(_FIELDS_IN_ORDER)
     messages = []
     for row in rows:
-        message = Message.from_db(alias, names, convert(row[:split], message_columns, message_converters, alias))
+        values = convert(row[:split], message_columns, message_converters, alias)
+        message = Message.from_db(alias, _FIELDS_IN_ORDER, values)
         public_id, department_id, created_at = convert(row[split:-1], conversation_columns,
                                                        conversation_converters, alias)
         message.conversation = Conversation(pk=message.conversation_id, public_id=public_id,
@@ -349,13 +349,9 @@ def _hand_over(inbox: Inbox) -> None:
     """A drain at its budget leaves the rest of the queue to a new task, behind the other tasks waiting."""
     from conversations.replies import enqueue_delivery
 
-    now = timezone.now()
-    following = (Message.objects.filter(inbox_id=inbox.pk, direction=Direction.OUT, kind=MessageKind.EMAIL,
-                                        delivery_status=DeliveryStatus.QUEUED)
-                 .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-                 .order_by("id").values_list("pk", flat=True).first())
-    if following is not None:
-        enqueue_delivery(following)
+    following = _next_queued(inbox, timezone.now(), newest_first=False, limit=1)
+    if following:
+        enqueue_delivery(following[0].pk)
 
 
 def _must_wait(inbox: Inbox, message: Message, now: dt.datetime) -> tuple[Outcome | None, int | None]:
@@ -458,8 +454,7 @@ def _send(message: Message, history: list[dict[str, Any]], reuse_connection: boo
         detail += "; refused: " + "; ".join(f"{a}: {r}" for a, r in result.refused.items())
     # Held back for the next message's commit when a drain goes on (`_Later`); a copy to the
     # Sent folder reads the row's history, so that message's status is written at once.
-    hold = later if later is not None and not inbox.save_to_sent else None
-    return _finish(message, history, DeliveryStatus.SENT, detail, later, hold=hold is not None,
+    return _finish(message, history, DeliveryStatus.SENT, detail, later, hold=not inbox.save_to_sent,
                    delivery_server_reply=detail, delivery_last_error="", delivered_at=timezone.now())
 
 
@@ -591,7 +586,6 @@ def _save_to_sent(message: Message) -> None:
 # ---------------------------------------------------------------------------
 def resend_message(message_id: int, *, by: str = "") -> bool:
     """Queue an uncertain or failed message again, with the same Message-ID (clients collapse duplicates)."""
-
     now = timezone.now()
     message = Message.objects.select_related("conversation").filter(
         pk=message_id, delivery_status__in=[DeliveryStatus.UNCERTAIN, DeliveryStatus.FAILED]).first()
@@ -607,9 +601,9 @@ def resend_message(message_id: int, *, by: str = "") -> bool:
         if not moved:
             return False
         _publish_status(message, DeliveryStatus.QUEUED, "resend requested")
-        from conversations.replies import enqueue_delivery
+        from conversations.replies import deliver_on_commit
 
-        transaction.on_commit(lambda: enqueue_delivery(message.pk))
+        deliver_on_commit(message)
     return True
 
 

@@ -12,7 +12,6 @@ different responses from whoever sends:
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import io
@@ -376,8 +375,9 @@ def _sendmail_pipelined(client: smtplib.SMTP, envelope_from: str, recipients: Se
     MAIL, every RCPT and DATA go out in one write (RFC 2920, DATA last). The message goes out
     only after a 354, and only when the sender and at least one recipient were accepted;
     `before_data` runs just before it, as in smtplib's data().
-    Failures raise what sendmail raises, so they are classified alike; the connection is left
-    reset and usable, as sendmail leaves it.
+    With `following`, the next message's MAIL, RCPT and DATA ride behind this one's data: the
+    whole exchange is then one round trip. Failures raise what sendmail raises, so they are
+    classified alike, and _transaction closes the connection, as after any failed send.
     """
     if client.replies is None:
         client.replies = _Replies(client)
@@ -405,7 +405,6 @@ def _sendmail_pipelined(client: smtplib.SMTP, envelope_from: str, recipients: Se
         if data_code == 354:  # a server that takes DATA with nobody to deliver to gets an empty message
             client.send(b".\r\n")
             reader.next()
-        _reset(client, closing=421 in (mail_code, data_code))
         if mail_code != 250:
             raise smtplib.SMTPSenderRefused(mail_code, mail_reply, envelope_from)
         if len(refused) == len(recipients):
@@ -419,13 +418,12 @@ def _sendmail_pipelined(client: smtplib.SMTP, envelope_from: str, recipients: Se
     if following is not None:  # the next message's envelope rides behind this one's data
         group += _envelope_commands(following[0], following[1], None).encode("ascii")
     client.send(group)
+    if following is not None:  # whatever the answer, the server may now await that message's data
+        client.pending_envelope = (following[0], tuple(following[1]))
     code, reply = reader.next()
     client.last_reply = f"{code} {reply.decode(errors='replace')}"
     if code != 250:
-        _reset(client, closing=code == 421 or following is not None)
         raise smtplib.SMTPDataError(code, reply)
-    if following is not None:
-        client.pending_envelope = (following[0], tuple(following[1]))
     return refused
 
 
@@ -507,16 +505,6 @@ class _Replies:
         except ValueError:
             code = -1
         return code, b"\n".join(line[4:].strip(b" \t\r\n") for line in lines)
-
-
-def _reset(client: smtplib.SMTP, *, closing: bool) -> None:
-    """After a refused transaction: RSET for the next one, or close when the server said it is closing (421)."""
-    if closing:
-        client.close()
-        return
-    # A server already gone: the next send finds the connection dead and opens a new one.
-    with contextlib.suppress(smtplib.SMTPServerDisconnected):
-        client.rset()
 
 
 def _classify(exc: BaseException, *, handed_over: bool) -> DeliveryError:
