@@ -38,7 +38,7 @@ from conversations.models import (
 )
 from conversations.parsing import ParsedEmail, parse_email, strip_reply_prefix
 from conversations.quarantine import PlainWordsError, describe_error, format_details, quarantine_message
-from conversations.rows import insert_row, lock_row, update_row
+from conversations.rows import ReservedIds, atomic_pipelined, insert_row, lock_row, update_row
 from conversations.signals import conversation_started
 from conversations.threading import (
     Action,
@@ -115,21 +115,29 @@ def ingest_batch(
     lookups = _lookups(inbox, [parsed for _item, parsed in pending if isinstance(parsed, ParsedEmail)])
     # The files of the messages that are not already stored start on the file threads now; each
     # message waits for its own just before its rows. What is left unclaimed is deleted.
+    new = [isinstance(parsed, ParsedEmail) and _dedup(lookups, parsed)[0] is None for _item, parsed in pending]
     files: list[MessageFiles | None] = [
-        write_message_files(item.raw, parsed.attachments)
-        if isinstance(parsed, ParsedEmail) and _dedup(lookups, parsed)[0] is None else None
-        for item, parsed in pending
+        write_message_files(item.raw, parsed.attachments) if fresh else None
+        for (item, parsed), fresh in zip(pending, new, strict=True)
     ]
+    ids = _reserve_ids([parsed for (_item, parsed), fresh in zip(pending, new, strict=True) if fresh])
     try:
         for index, entry in enumerate(pending):
             pending[index] = None  # a stored message's bytes and parts need not outlive its turn
             item, parsed = entry
             mine, files[index] = files[index], None  # from here on, its turn owns its files
-            yield item, _ingest_one(inbox, item, parsed, lookups, mine, archive=archive)
+            yield item, _ingest_one(inbox, item, parsed, lookups, ids, mine, archive=archive)
     finally:
         for unclaimed in files:
             if unclaimed is not None:
                 unclaimed.delete()
+
+
+def _reserve_ids(new: list[ParsedEmail]) -> ReservedIds:
+    """Keys for the rows the batch's new messages may need: each stores without a round trip per row."""
+    count = len(new)
+    return ReservedIds({Contact: count, Conversation: count, Message: count,
+                        Attachment: sum(len(parsed.attachments) for parsed in new)})
 
 
 def _lookups(inbox: Inbox, batch: list[ParsedEmail]) -> Lookups:
@@ -160,7 +168,7 @@ def _parse(inbox: Inbox, item: IncomingEmail, own: frozenset[str]) -> ParsedEmai
 
 
 def _ingest_one(
-    inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail | Exception, lookups: Lookups,
+    inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail | Exception, lookups: Lookups, ids: ReservedIds,
     files: MessageFiles | None, *, archive: bool,
 ) -> IngestResult:
     try:
@@ -168,7 +176,7 @@ def _ingest_one(
             raise parsed
         if files is None:  # found stored when the batch began: written only if it turns out new
             files = write_message_files(item.raw, parsed.attachments, ahead=False)
-        return _store_with_retries(inbox, item, parsed, lookups, files, archive=archive)
+        return _store_with_retries(inbox, item, parsed, lookups, ids, files, archive=archive)
     except INFRASTRUCTURE_ERRORS:
         raise
     except Exception as error:
@@ -192,7 +200,7 @@ def retry_quarantined(quarantined_id: int) -> IngestResult:
         parsed = _parse(row.inbox, item, own_addresses())
         if isinstance(parsed, Exception):
             raise parsed
-        result = _store_with_retries(row.inbox, item, parsed, _lookups(row.inbox, [parsed]),
+        result = _store_with_retries(row.inbox, item, parsed, _lookups(row.inbox, [parsed]), ReservedIds({}),
                                      write_message_files(raw, parsed.attachments), archive=False)
     except INFRASTRUCTURE_ERRORS:
         raise
@@ -215,8 +223,8 @@ def discard_quarantined(quarantined_id: int) -> None:
 
 
 def _store_with_retries(
-    inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail, lookups: Lookups, files: MessageFiles, *,
-    archive: bool,
+    inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail, lookups: Lookups, ids: ReservedIds,
+    files: MessageFiles, *, archive: bool,
 ) -> IngestResult:
     """Store the message whose files are `files`; unless its rows committed, the files are deleted."""
     batch = lookups
@@ -224,8 +232,9 @@ def _store_with_retries(
     try:
         for attempt in range(_STORE_ATTEMPTS):
             try:
-                with transaction.atomic():
-                    result, stored = _store(inbox, item, parsed, lookups, files, archive=archive)
+                # On PostgreSQL the message's statements and its COMMIT go out together.
+                with atomic_pipelined(Message):
+                    result, stored = _store(inbox, item, parsed, lookups, ids, files, archive=archive)
             except IntegrityError:
                 # Another process stored this message (or its contact) between our look and our
                 # insert; the unique constraint decided. Look again, in the database: it is a
@@ -257,25 +266,25 @@ def _too_large_note(inbox: Inbox, size: int) -> str:
 
 
 def _store(
-    inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail, lookups: Lookups, files: MessageFiles, *,
-    archive: bool,
+    inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail, lookups: Lookups, ids: ReservedIds,
+    files: MessageFiles, *, archive: bool,
 ) -> tuple[IngestResult, tuple[Message, KnownConversation, Contact] | None]:
     """The rows of one message, inside its transaction; also what the batch should remember."""
     duplicate, message_id, conflict = _dedup(lookups, parsed)
     if duplicate is not None:
         return IngestResult(message=duplicate, created=False), None
-    contact = _contact(lookups, parsed)
+    contact = _contact(lookups, ids, parsed)
     now = timezone.now()
     when = (parsed.date or now) if archive else now
     choice = _choose(inbox, lookups, parsed, now=now, archive=archive)
-    conversation, known, choice = _conversation(inbox, contact, lookups, parsed, choice, now=now, when=when,
+    conversation, known, choice = _conversation(inbox, contact, lookups, ids, parsed, choice, now=now, when=when,
                                                 archive=archive)
     created_conversation = choice.action == Action.NEW
     problems = parsed.problems + (["Another message of this inbox has the same Message-ID."] if conflict else [])
     raw = item.raw
     raw_name, attachment_names = files.names()  # written by now, or the error they met
     message = Message(
-        conversation=conversation, inbox=inbox, direction=Direction.IN,
+        pk=ids.take(Message), conversation=conversation, inbox=inbox, direction=Direction.IN,
         message_id=message_id, header_message_id=parsed.message_id or "",
         message_id_synthetic=message_id != parsed.message_id, message_id_conflict=conflict,
         in_reply_to=" ".join(f"<{i}>" for i in parsed.in_reply_to),
@@ -291,7 +300,7 @@ def _store(
         raw=raw_name,
     )
     insert_row(message)
-    _save_attachments(message, parsed, attachment_names)
+    _save_attachments(message, ids, parsed, attachment_names)
     reopened = choice.action == Action.REOPEN
     if not archive:
         _publish(conversation, message, created_conversation, reopened)
@@ -319,12 +328,12 @@ def _dedup(lookups: Lookups, parsed: ParsedEmail) -> tuple[Message | None, str, 
     return lookups.stored(synthetic), synthetic, True
 
 
-def _contact(lookups: Lookups, parsed: ParsedEmail) -> Contact:
+def _contact(lookups: Lookups, ids: ReservedIds, parsed: ParsedEmail) -> Contact:
     contact = lookups.contact(sender_address(parsed))
     if contact is None:
         # No savepoint: when the same customer wrote to two inboxes at once and the other insert
         # won, the IntegrityError rolls this message back and the retry finds that contact.
-        contact = Contact(address=sender_address(parsed), name=parsed.from_name)
+        contact = Contact(pk=ids.take(Contact), address=sender_address(parsed), name=parsed.from_name)
         insert_row(contact)
         return contact
     if not contact.name and parsed.from_name:
@@ -354,8 +363,8 @@ def _choose(inbox: Inbox, lookups: Lookups, parsed: ParsedEmail, *, now, archive
 
 
 def _conversation(
-    inbox: Inbox, contact: Contact, lookups: Lookups, parsed: ParsedEmail, choice: ThreadChoice, *,
-    now, when, archive: bool,
+    inbox: Inbox, contact: Contact, lookups: Lookups, ids: ReservedIds, parsed: ParsedEmail, choice: ThreadChoice,
+    *, now, when, archive: bool,
 ) -> tuple[Conversation, KnownConversation, ThreadChoice]:
     """The conversation to store the message in, as it is after this message; and the choice,
     decided again on the row's current state when that differs from what the choice assumed."""
@@ -372,7 +381,7 @@ def _conversation(
         if choice.action != Action.NEW:
             return _join(row, current, choice, now=now, when=when, archive=archive)
     conversation = Conversation(
-        inbox=inbox, department_id=inbox.department_id, contact=contact,
+        pk=ids.take(Conversation), inbox=inbox, department_id=inbox.department_id, contact=contact,
         subject=strip_reply_prefix(parsed.subject)[:998] or parsed.subject,
         previous_id=choice.previous.id if choice.previous else None,
         archived=archive,
@@ -400,18 +409,14 @@ def _join(row: Conversation, current: KnownConversation, choice: ThreadChoice, *
     return row, known_conversation(row, current.contact_address), choice
 
 
-def _save_attachments(message: Message, parsed: ParsedEmail, names: list[str]) -> None:
-    rows = [
+def _save_attachments(message: Message, ids: ReservedIds, parsed: ParsedEmail, names: list[str]) -> None:
+    for part, name in zip(parsed.attachments, names, strict=True):
         # The storage key came from upload_to (random); the sender's name is never part of it.
-        Attachment(
-            message=message, file=name, filename=part.filename, content_type=part.content_type,
-            size=len(part.payload), sha256=hashlib.sha256(part.payload).hexdigest(), content_id=part.content_id,
-            inline=part.inline,
-        )
-        for part, name in zip(parsed.attachments, names, strict=True)
-    ]
-    if rows:
-        Attachment.objects.bulk_create(rows)
+        insert_row(Attachment(
+            pk=ids.take(Attachment), message=message, file=name, filename=part.filename,
+            content_type=part.content_type, size=len(part.payload), sha256=hashlib.sha256(part.payload).hexdigest(),
+            content_id=part.content_id, inline=part.inline,
+        ))
 
 
 def _publish(conversation: Conversation, message: Message, created: bool, reopened: bool) -> None:

@@ -101,3 +101,76 @@ def test_rows_named_by_primary_key_are_looked_up_by_it():
         cursor.execute(sql, ["sent", 1, 2, "sending"])
         plan = " ".join(str(row) for row in cursor.fetchall())
     assert "PRIMARY KEY" in plan, plan
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reserved_keys_become_the_rows_keys():
+    from django.db import connection
+
+    from conversations.rows import ReservedIds
+
+    existing = factories.ContactFactory()
+    ids = ReservedIds({Contact: 2, Conversation: 0})
+    keys = [ids.take(Contact), ids.take(Contact)]
+
+    assert ids.take(Contact) is None  # used up: the INSERT reads its key back
+    assert ids.take(Conversation) is None
+    if connection.vendor == "postgresql":  # from the table's own sequence, after the rows it has
+        assert keys[0] > existing.pk
+        assert keys[1] > keys[0]
+    else:  # no sequences: every key is read back
+        assert keys == [None, None]
+    contacts = [Contact(pk=key, address=f"c{n}@example.com") for n, key in enumerate(keys)]
+    for contact in contacts:
+        insert_row(contact)
+    assert [c.pk for c in contacts] == [c.pk for c in Contact.objects.exclude(pk=existing.pk).order_by("pk")]
+    assert all(contact.pk > existing.pk for contact in contacts)
+    # The sequence moved past them: a row saved the usual way gets a key of its own.
+    assert factories.ContactFactory().pk > max(c.pk for c in contacts)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pipelined_transaction_commits_its_rows_and_then_runs_its_hooks():
+    from django.db import connection, transaction
+
+    from conversations.rows import ReservedIds, atomic_pipelined
+
+    ids = ReservedIds({Contact: 3})
+    ran = []
+    with atomic_pipelined(Contact):
+        for n in range(3):
+            insert_row(Contact(pk=ids.take(Contact), address=f"c{n}@example.com"))
+        transaction.on_commit(lambda: ran.append(Contact.objects.count()))
+
+    assert ran == [3]  # once, after the commit, which every row was part of
+    assert connection.get_autocommit()
+    assert not connection.in_atomic_block
+    assert sorted(Contact.objects.values_list("address", flat=True)) == [
+        "c0@example.com", "c1@example.com", "c2@example.com"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_statement_rolls_back_the_whole_pipelined_transaction():
+    from django.db import IntegrityError, transaction
+
+    from conversations.rows import ReservedIds, atomic_pipelined
+
+    factories.ContactFactory(address="taken@example.com")
+    ids = ReservedIds({Contact: 2})
+    ran = []
+
+    def store_both() -> None:
+        with atomic_pipelined(Contact):
+            insert_row(Contact(pk=ids.take(Contact), address="new@example.com"))
+            insert_row(Contact(pk=ids.take(Contact), address="TAKEN@example.com"))  # unique, case-insensitive
+            transaction.on_commit(lambda: ran.append("committed"))
+
+    with pytest.raises(IntegrityError):  # Django's error, as outside a pipeline
+        store_both()
+
+    assert ran == []
+    assert list(Contact.objects.values_list("address", flat=True)) == ["taken@example.com"]
+    # The connection is clean for what follows.
+    with atomic_pipelined(Contact):
+        insert_row(Contact(address="after@example.com"))
+    assert Contact.objects.filter(address="after@example.com").exists()
