@@ -26,7 +26,14 @@ from django.utils import timezone
 from conversations.events import publish
 from conversations.models import Attachment, Conversation, DeliveryStatus, Direction, Message, MessageKind
 from conversations.outgoing import ascii_address, build_email, envelope_recipients, mime_message
-from conversations.rows import by_primary_key, columns_and_converters, convert, update_row, update_rows
+from conversations.rows import (
+    by_primary_key,
+    columns_and_converters,
+    convert,
+    only_filter,
+    update_row,
+    update_rows,
+)
 from inboxes import smtp
 from inboxes.models import Inbox, OutgoingMethod
 
@@ -384,9 +391,10 @@ def _claim(candidates: list[Message], inbox: Inbox, now: dt.datetime) -> list[Me
     sql = (
         f'UPDATE {by_primary_key(_TABLE, connection)} SET "delivery_status" = %s, "sending_started_at" = %s, '  # noqa: S608
         '"data_sent_at" = NULL, "delivery_attempts" = "delivery_attempts" + 1 '
-        f'WHERE "id" IN ({placeholders}) AND "delivery_status" = %s '
-        'AND ("next_attempt_at" IS NULL OR "next_attempt_at" <= %s) '
-        'RETURNING "id", "delivery_attempts", "delivery_history"'
+        f'WHERE "id" IN ({placeholders}) AND '
+        + only_filter('"delivery_status" = %s AND ("next_attempt_at" IS NULL OR "next_attempt_at" <= %s)',
+                      connection)
+        + ' RETURNING "id", "delivery_attempts", "delivery_history"'
     )
     at = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
@@ -413,7 +421,8 @@ def _release(messages: list[Message]) -> None:
     sql = (
         f'UPDATE {by_primary_key(_TABLE, connection)} SET "delivery_status" = %s, '  # noqa: S608
         '"sending_started_at" = NULL, "delivery_attempts" = "delivery_attempts" - 1 '
-        f'WHERE "id" IN ({placeholders}) AND "delivery_status" = %s AND "data_sent_at" IS NULL'
+        f'WHERE "id" IN ({placeholders}) AND '
+        + only_filter('"delivery_status" = %s AND "data_sent_at" IS NULL', connection)
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [DeliveryStatus.QUEUED, *(m.pk for m in messages), DeliveryStatus.SENDING])

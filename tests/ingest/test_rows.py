@@ -174,3 +174,40 @@ def test_a_failing_statement_rolls_back_the_whole_pipelined_transaction():
     with atomic_pipelined(Contact):
         insert_row(Contact(address="after@example.com"))
     assert Contact.objects.filter(address="after@example.com").exists()
+
+
+@pytest.mark.django_db
+def test_a_status_condition_never_leads_postgresql_away_from_the_key():
+    import json
+
+    from django.db import connection
+
+    from conversations.models import DeliveryStatus, Message
+    from conversations.rows import only_filter
+
+    if connection.vendor != "postgresql":  # SQLite: by_primary_key (NOT INDEXED) does it, tested above
+        assert only_filter('"delivery_status" = %s', connection) == '("delivery_status" = %s)'
+        return
+    conversation = factories.ConversationFactory()
+    messages = [factories.MessageFactory(conversation=conversation, delivery_status=DeliveryStatus.SENT)
+                for _ in range(300)]
+    table = connection.ops.quote_name(Message._meta.db_table)
+    with connection.cursor() as cursor:
+        # Statistics taken when no message was sending: the status index then looks the
+        # cheapest way to the rows, however many dead entries it holds.
+        cursor.execute(f"ANALYZE {table}")
+
+        def indexes(condition: str) -> set[str]:
+            cursor.execute(f'EXPLAIN (FORMAT JSON) UPDATE {table} SET "data_sent_at" = NULL '  # noqa: S608
+                           f'WHERE "id" IN (%s, %s) AND {condition}',
+                           [messages[0].pk, messages[1].pk, DeliveryStatus.SENDING])
+            plan = cursor.fetchone()[0]
+            text = plan if isinstance(plan, str) else json.dumps(plan)
+            return {name for name in _index_names(cursor, table) if name in text}
+
+        assert indexes(only_filter('"delivery_status" = %s', connection)) == {f"{Message._meta.db_table}_pkey"}
+
+
+def _index_names(cursor, table: str) -> list[str]:
+    cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", [table.strip('"')])
+    return [row[0] for row in cursor.fetchall()]
