@@ -79,7 +79,9 @@ class ReservedIds:
             cursor.execute(" UNION ALL ".join(parts), params)
             rows = cursor.fetchall()
         for number, (model, _count) in enumerate(wanted):
-            self._ids[model] = sorted((value for index, value in rows if index == number), reverse=True)
+            # None where the key has no sequence (not an auto field): those INSERTs read it back.
+            self._ids[model] = sorted((value for index, value in rows if index == number and value is not None),
+                                      reverse=True)
 
     def take(self, model: type[models.Model]) -> int | None:
         ids = self._ids.get(model)
@@ -105,7 +107,8 @@ def atomic_pipelined(model: type[models.Model]) -> Iterator[None]:
     """
     alias = router.db_for_write(model)
     connection = connections[alias]
-    if connection.vendor != "postgresql" or connection.in_atomic_block or not connection.get_autocommit():
+    if (connection.vendor != "postgresql" or connection.in_atomic_block or not connection.get_autocommit()
+            or not _has_pipeline(connection.connection)):
         with transaction.atomic(using=alias):
             yield
         return
@@ -115,6 +118,16 @@ def atomic_pipelined(model: type[models.Model]) -> Iterator[None]:
         if not connection.needs_rollback:
             with connection.cursor() as cursor:
                 cursor.execute("COMMIT")
+
+
+def _has_pipeline(database_connection: object) -> bool:
+    """psycopg 3 over libpq 14 or newer (psycopg's binary wheels carry a recent one); not psycopg2."""
+    pipeline = getattr(type(database_connection), "pipeline", None)
+    if pipeline is None:
+        return False
+    import psycopg
+
+    return psycopg.Pipeline.is_supported()
 
 
 def update_row(model: type[models.Model], pk: int, *, where: str = "", where_params: tuple = (),

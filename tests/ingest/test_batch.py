@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -119,3 +120,39 @@ def test_a_batch_abandoned_halfway_leaves_no_files_of_the_messages_it_did_not_st
     assert Message.objects.count() == 2
     assert _stored_files(media_root) == _named_by_rows()
     assert len(_named_by_rows()) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_batch_stores_every_kind_of_row_and_tells_agents_once(inbox, agent_events):
+    # Committed for real (on PostgreSQL each message's statements and COMMIT go out pipelined).
+    from conversations.models import Attachment, Contact
+    from tests.ingest.conftest import mail
+
+    Contact.objects.create(address="carol@example.com")  # known, without a name yet
+    with_attachment = mail("alternative_with_attachment.eml")
+    items = [
+        IncomingEmail(compose(message_id="q1@example.com"), imap_uid=1),
+        IncomingEmail(with_attachment, imap_uid=2),
+        IncomingEmail(b"Received: from mx2\r\n" + with_attachment, imap_uid=3),  # the same message again
+        IncomingEmail(compose(message_id="q2@example.com", in_reply_to="q1@example.com"), imap_uid=4),
+        IncomingEmail(compose(sender="Carol <carol@example.com>", message_id="c1@example.com"), imap_uid=5),
+    ]
+
+    results = [result for _item, result in ingest_batch(inbox, items)]
+
+    assert [r.created for r in results] == [True, True, False, True, True]
+    assert results[3].message.conversation_id == results[0].message.conversation_id
+    stored = Message.objects.get(pk=results[1].message.pk)
+    assert stored.from_address == "jose.diaz@example.org"
+    assert [a.message_id for a in Attachment.objects.all()] == [stored.pk] * stored.attachments.count()
+    assert stored.attachments.count() >= 1
+    assert Contact.objects.get(address="carol@example.com").name == "Carol"
+    conversation = Conversation.objects.get(pk=results[0].message.conversation_id)
+    assert conversation.last_message_at == results[3].message.created_at
+    assert Message.objects.count() == 4
+    assert Conversation.objects.count() == 3
+    agent_events.mark()
+    heard = agent_events.receive(8)
+    assert [kind for kind, _payload in heard] == [
+        "conversation.created", "message.created", "conversation.created", "message.created",
+        "message.created", "conversation.created", "message.created", "test.mark"]
