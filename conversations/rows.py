@@ -121,9 +121,13 @@ def atomic_pipelined(model: type[models.Model]) -> Iterator[None]:
 
 
 def _has_pipeline(database_connection: object) -> bool:
+    return _driver_has_pipeline(type(database_connection))
+
+
+@cache
+def _driver_has_pipeline(driver_connection: type) -> bool:
     """psycopg 3 over libpq 14 or newer (psycopg's binary wheels carry a recent one); not psycopg2."""
-    pipeline = getattr(type(database_connection), "pipeline", None)
-    if pipeline is None:
+    if getattr(driver_connection, "pipeline", None) is None:
         return False
     import psycopg
 
