@@ -205,7 +205,9 @@ def test_a_status_condition_never_leads_postgresql_away_from_the_key():
             text = plan if isinstance(plan, str) else json.dumps(plan)
             return {name for name in _index_names(cursor, table) if name in text}
 
-        assert indexes(only_filter('"delivery_status" = %s', connection)) == {f"{Message._meta.db_table}_pkey"}
+        # The key, or (on a table this small) no index at all; never the status index, which
+        # the plain condition gets here.
+        assert indexes(only_filter('"delivery_status" = %s', connection)) <= {f"{Message._meta.db_table}_pkey"}
 
 
 def _index_names(cursor, table: str) -> list[str]:
