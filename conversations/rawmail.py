@@ -38,6 +38,8 @@ _BASE64_RUN = re.compile(
 )
 _HASH_CHUNK = 1024 * 1024
 ELIDED_MARK = b"##sb-elided-"
+# Any token's shape (the nonce is per message); one compiled pattern serves every message.
+_TOKEN = re.compile(re.escape(ELIDED_MARK) + rb"[0-9a-f]+-[0-9]+##")
 
 
 def head_end(raw: bytes) -> tuple[int, int]:
@@ -108,23 +110,21 @@ class Elisions:
 
     raw: bytes = b""
     spans: dict[bytes, tuple[int, int]] = field(default_factory=dict)
-    _token: re.Pattern[bytes] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.spans)
-
-    @property
-    def pattern(self) -> re.Pattern[bytes]:
-        if self._token is None:
-            self._token = re.compile(b"|".join(re.escape(token) for token in self.spans) or b"(?!)")
-        return self._token
 
     def restore(self, data: bytes) -> bytes:
         """`data` with every token line put back as the bytes it stood for."""
         if not self.spans or ELIDED_MARK not in data:
             return data
         # The token's own line end stays in `data`; the span's last line end goes.
-        return self.pattern.sub(lambda m: _chomp(bytes(self._span(m.group(0)))), data)
+        return _TOKEN.sub(self._restored, data)
+
+    def _restored(self, match: re.Match[bytes]) -> bytes:
+        token = match.group(0)
+        # Something shaped like a token that is not one of ours (another nonce) stays as it is.
+        return _chomp(bytes(self._span(token))) if token in self.spans else token
 
     def _span(self, token: bytes) -> memoryview:
         start, end = self.spans[token]

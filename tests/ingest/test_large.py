@@ -53,6 +53,18 @@ def test_a_large_base64_run_in_plain_text_is_kept_as_written():
     assert parsed.text == ("Here is the key:\r\n" + pasted.decode() + "Thanks").replace("\r\n", "\n")
 
 
+def test_text_that_looks_like_a_set_aside_run_is_kept_as_written():
+    # The placeholder lines have a known shape; a sender's text of that shape is not one of ours.
+    pasted = base64.encodebytes(os.urandom(100_000)).replace(b"\n", b"\r\n")
+    lookalike = b"##sb-elided-0badc0de-0##"
+    raw = (b"From: ada@example.com\r\nSubject: Pasted\r\nContent-Type: text/plain\r\n\r\n"
+           + lookalike + b"\r\n" + pasted + lookalike + b"\r\n")
+
+    parsed = parse_email(raw)
+
+    assert parsed.text == (lookalike + b"\r\n" + pasted + lookalike).decode().replace("\r\n", "\n")
+
+
 def test_a_forwarded_message_with_a_large_attachment_is_kept_whole():
     payload = os.urandom(300_000)
 
