@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -100,18 +100,70 @@ def ingest_email(
     return next(ingest_batch(inbox, [item], archive=archive))[1]
 
 
+class ParsedAhead:
+    """A batch's messages, parsed one at a time whenever the caller has a moment to spare.
+
+    A poller fetches the next batch before storing the current one and passes `parse_one` as
+    `ingest_batch(meanwhile=...)`: on PostgreSQL each message's COMMIT then travels while the
+    worker parses a message of the next batch, instead of waiting for the server. Parsing needs
+    no database, so it can run inside another message's transaction. It never raises: an error
+    is kept and raised (or quarantined) at the message's own turn, as if it were parsed then.
+    """
+
+    def __init__(self, inbox: Inbox, items: Iterable[IncomingEmail]) -> None:
+        self.inbox = inbox
+        self.items = list(items)
+        self._own = own_addresses()
+        self._parsed: list[ParsedEmail | Exception | _Failed] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def parse_one(self) -> bool:
+        """Parse the next message not parsed yet; False when there is none left."""
+        if len(self._parsed) >= len(self.items):
+            return False
+        item = self.items[len(self._parsed)]
+        try:
+            self._parsed.append(_parse(self.inbox, item, self._own))
+        except Exception as error:  # an infrastructure error: raised again at the message's turn
+            self._parsed.append(_Failed(error))
+        return True
+
+    def entries(self) -> list[tuple[IncomingEmail, ParsedEmail | Exception]]:
+        """Every message with its parse (parsing what is left); an infrastructure error met on
+        any of them is raised now, before anything of the batch is stored."""
+        while self.parse_one():
+            pass
+        entries = []
+        for item, parsed in zip(self.items, self._parsed, strict=True):
+            if isinstance(parsed, _Failed):
+                raise parsed.error
+            entries.append((item, parsed))
+        self.items, self._parsed = [], []  # the caller owns them now (and frees them one by one)
+        return entries
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: Exception
+
+
 def ingest_batch(
-    inbox: Inbox, items: Iterable[IncomingEmail], *, archive: bool = False
+    inbox: Inbox, items: Iterable[IncomingEmail] | ParsedAhead, *, archive: bool = False,
+    meanwhile: Callable[[], object] | None = None,
 ) -> Iterator[tuple[IncomingEmail, IngestResult]]:
     """Store messages in order, each in its own transaction, yielding each once it is committed.
 
     What the messages need of stored rows (dedup, threading, contacts) is loaded once for the
     batch (conversations.lookups) instead of once per message. An infrastructure error raises
     out of the iteration: what was yielded before it is committed, the rest is not.
+
+    `meanwhile`: work of the caller's that needs no database (see ParsedAhead), called once per
+    message while its COMMIT is on its way.
     """
-    own = own_addresses()
-    pending: list[tuple[IncomingEmail, ParsedEmail | Exception] | None] = [
-        (item, _parse(inbox, item, own)) for item in items]
+    ahead = items if isinstance(items, ParsedAhead) else ParsedAhead(inbox, items)
+    pending: list[tuple[IncomingEmail, ParsedEmail | Exception] | None] = list(ahead.entries())
     lookups = _lookups(inbox, [parsed for _item, parsed in pending if isinstance(parsed, ParsedEmail)])
     # The files of the messages that are not already stored start on the file threads now; each
     # message waits for its own just before its rows. What is left unclaimed is deleted.
@@ -126,7 +178,7 @@ def ingest_batch(
             pending[index] = None  # a stored message's bytes and parts need not outlive its turn
             item, parsed = entry
             mine, files[index] = files[index], None  # from here on, its turn owns its files
-            yield item, _ingest_one(inbox, item, parsed, lookups, ids, mine, archive=archive)
+            yield item, _ingest_one(inbox, item, parsed, lookups, ids, mine, archive=archive, meanwhile=meanwhile)
     finally:
         for unclaimed in files:
             if unclaimed is not None:
@@ -169,14 +221,14 @@ def _parse(inbox: Inbox, item: IncomingEmail, own: frozenset[str]) -> ParsedEmai
 
 def _ingest_one(
     inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail | Exception, lookups: Lookups, ids: ReservedIds,
-    files: MessageFiles | None, *, archive: bool,
+    files: MessageFiles | None, *, archive: bool, meanwhile: Callable[[], object] | None = None,
 ) -> IngestResult:
     try:
         if isinstance(parsed, Exception):
             raise parsed
         if files is None:  # found stored when the batch began: written only if it turns out new
             files = write_message_files(item.raw, parsed.attachments, ahead=False)
-        return _store_with_retries(inbox, item, parsed, lookups, ids, files, archive=archive)
+        return _store_with_retries(inbox, item, parsed, lookups, ids, files, archive=archive, meanwhile=meanwhile)
     except INFRASTRUCTURE_ERRORS:
         raise
     except Exception as error:
@@ -224,7 +276,7 @@ def discard_quarantined(quarantined_id: int) -> None:
 
 def _store_with_retries(
     inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail, lookups: Lookups, ids: ReservedIds,
-    files: MessageFiles, *, archive: bool,
+    files: MessageFiles, *, archive: bool, meanwhile: Callable[[], object] | None = None,
 ) -> IngestResult:
     """Store the message whose files are `files`; unless its rows committed, the files are deleted."""
     batch = lookups
@@ -233,7 +285,7 @@ def _store_with_retries(
         for attempt in range(_STORE_ATTEMPTS):
             try:
                 # On PostgreSQL the message's statements and its COMMIT go out together.
-                with atomic_pipelined(Message):
+                with atomic_pipelined(Message, meanwhile=meanwhile):
                     result, stored = _store(inbox, item, parsed, lookups, ids, files, archive=archive)
             except IntegrityError:
                 # Another process stored this message (or its contact) between our look and our

@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 from django.conf import settings
@@ -20,7 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from config.redis import get_redis
-from conversations.ingest import IncomingEmail, IngestResult, ingest_batch
+from conversations.ingest import IncomingEmail, IngestResult, ParsedAhead, ingest_batch
 from conversations.locks import RedisLock
 from conversations.models import Message, QuarantinedMessage
 from inboxes import imap
@@ -105,21 +105,43 @@ def _import_new(session: ImapSession, inbox: Inbox, state: FolderState, result: 
                 deadline: float, max_messages: int | None) -> None:
     cursor = _sync_cursor(session, inbox, state)
     uids = session.search("ALL", after_uid=cursor)
-    result.backlog = len(uids)
+    result.backlog = total = len(uids)
     if max_messages is not None:
         uids = uids[:max_messages]
-    total, done = result.backlog, 0
+    # Each batch is fetched before the one ahead of it is stored, and parsed while that one's
+    # messages commit (ingest_batch's meanwhile). Storing, the cursor and marking read keep
+    # their order: batch by batch, each only after the one before it committed.
+    batches = _fetched_batches(session, inbox, state, uids, deadline)
+    current = next(batches, None)
+    while current is not None:
+        following = next(batches, None)
+        committed = _ingest(inbox, current.messages, result, archive=False,
+                            meanwhile=following.messages.parse_one if following else None)
+        _advance_cursor(inbox, state.uidvalidity, current.advance_to)
+        _after_import(session, inbox, committed)
+        result.backlog = total - current.behind
+        current = following
+
+
+@dataclass
+class _Fetched:
+    messages: ParsedAhead
+    advance_to: int  # the cursor once these are stored: past UIDs that vanished since the search too
+    behind: int  # how many of the search's UIDs are done once these are stored
+
+
+def _fetched_batches(session: ImapSession, inbox: Inbox, state: FolderState, uids: list[int],
+                     deadline: float) -> Iterator[_Fetched]:
+    done = 0
     for chunk in _chunks(uids, settings.POLL_BATCH_SIZE):
-        for batch in _batches(session.fetch_info(chunk)):
-            committed = _import_batch(session, inbox, state, batch, result, archive=False)
-            _advance_cursor(inbox, state.uidvalidity, batch[-1].uid)
-            _after_import(session, inbox, committed)
-        # UIDs of the chunk that vanished (expunged) since the search are gone: step past them too.
-        _advance_cursor(inbox, state.uidvalidity, chunk[-1])
-        done += len(chunk)
-        result.backlog = total - done
-        if time.monotonic() > deadline:
+        if done and time.monotonic() > deadline:
             return  # the rest is the backlog, for the next poll
+        batches = list(_batches(session.fetch_info(chunk))) or [[]]  # all vanished: still step past them
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
+            yield _Fetched(_fetch(session, inbox, state, batch), chunk[-1] if last else batch[-1].uid,
+                           done + len(chunk) if last else done)
+        done += len(chunk)
 
 
 def _sync_cursor(session: ImapSession, inbox: Inbox, state: FolderState) -> int:
@@ -160,19 +182,23 @@ def _after_import(session: ImapSession, inbox: Inbox, uids: list[int]) -> None:
 
 
 # --- one batch --------------------------------------------------------------------------------
-def _import_batch(session: ImapSession, inbox: Inbox, state: FolderState, batch: list[MessageInfo],
-                  result: PollResult, *, archive: bool) -> list[int]:
-    """Fetch and ingest a batch in UID order; return the UIDs whose rows are committed."""
+def _fetch(session: ImapSession, inbox: Inbox, state: FolderState, batch: list[MessageInfo]) -> ParsedAhead:
+    """A batch's messages in UID order: whole, or only the headers of those over the size limit."""
     limit = inbox.max_message_bytes or settings.MAX_MESSAGE_BYTES
     sizes = {info.uid: info.size for info in batch}
     large = [info.uid for info in batch if info.size > limit]
     headers = dict(session.fetch(large, headers_only=True))
-    items = (
+    return ParsedAhead(inbox, [
         IncomingEmail(raw, state.name, state.uidvalidity, uid, too_large, sizes.get(uid))
         for uid, raw, too_large in _merge(session.fetch([i.uid for i in batch if i.size <= limit]), headers)
-    )
+    ])
+
+
+def _ingest(inbox: Inbox, messages: ParsedAhead, result: PollResult, *, archive: bool,
+            meanwhile: Callable[[], object] | None = None) -> list[int]:
+    """Ingest a fetched batch in UID order; return the UIDs whose rows are committed."""
     committed = []
-    for item, outcome in ingest_batch(inbox, items, archive=archive):
+    for item, outcome in ingest_batch(inbox, messages, archive=archive, meanwhile=meanwhile):
         _count(result, outcome, item.too_large)
         committed.append(item.imap_uid)
     return committed
@@ -234,7 +260,7 @@ def _import_history(session: ImapSession, inbox: Inbox, state: FolderState, resu
         if time.monotonic() > deadline:
             return  # resumed by the next poll: what is stored is recognised by its UID
         for batch in _batches(chunk):
-            _import_batch(session, inbox, state, batch, result, archive=True)
+            _ingest(inbox, _fetch(session, inbox, state, batch), result, archive=True)
             result.history_imported += len(batch)
         Inbox.objects.filter(pk=inbox.pk).update(history_done=total - len(remaining) + result.history_imported)
     Inbox.objects.filter(pk=inbox.pk).update(history_status=HistoryImport.DONE, history_done=total)

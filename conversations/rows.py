@@ -14,7 +14,7 @@ let a transaction of such statements go out, with its COMMIT, in one.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 
@@ -92,7 +92,7 @@ class ReservedIds:
 
 
 @contextmanager
-def atomic_pipelined(model: type[models.Model]) -> Iterator[None]:
+def atomic_pipelined(model: type[models.Model], *, meanwhile: Callable[[], object] | None = None) -> Iterator[None]:
     """`transaction.atomic()`, whose statements and COMMIT go to PostgreSQL together (libpq pipeline mode).
 
     On PostgreSQL the round trip, not the statement, was the cost of ingest's small writes:
@@ -105,8 +105,11 @@ def atomic_pipelined(model: type[models.Model]) -> Iterator[None]:
     included, and is raised on leaving the block (or at the next result read), and atomic()
     rolls back as usual. Row counts of updates are not known inside.
 
+    `meanwhile` is called once the COMMIT has left, before its answer is awaited: work that
+    needs no database (it must not use this connection) is done while the server commits.
+
     Nested in another transaction, or on SQLite (where statements cost no round trip), it is
-    plain atomic().
+    plain atomic(), and `meanwhile` is called after the commit.
     """
     alias = router.db_for_write(model)
     connection = connections[alias]
@@ -114,6 +117,8 @@ def atomic_pipelined(model: type[models.Model]) -> Iterator[None]:
             or not _has_pipeline(connection.connection)):
         with transaction.atomic(using=alias):
             yield
+        if meanwhile is not None:
+            meanwhile()
         return
     # Errors raised on leaving the pipeline become Django's (IntegrityError...), as at execute().
     with transaction.atomic(using=alias), connection.wrap_database_errors, connection.connection.pipeline():
@@ -121,6 +126,8 @@ def atomic_pipelined(model: type[models.Model]) -> Iterator[None]:
         if not connection.needs_rollback:
             with connection.cursor() as cursor:
                 cursor.execute("COMMIT")
+            if meanwhile is not None:
+                meanwhile()
 
 
 def _has_pipeline(database_connection: object) -> bool:

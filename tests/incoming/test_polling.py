@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from email.policy import SMTP
 
 from conversations.models import Conversation, Message
 from conversations.polling import poll_inbox
@@ -164,3 +165,25 @@ def test_a_backlog_after_an_outage_comes_in_uid_order_over_bounded_polls(db, mak
     assert stored == uids
     inbox.refresh_from_db()
     assert (inbox.backlog, inbox.last_uid) == (0, uids[-1])
+
+
+def test_one_poll_over_many_batches_keeps_uid_order_and_threads_across_them(db, make_inbox, mail_account, settings):
+    # Each batch is fetched, and parsed, while the one before it is stored: that must change nothing.
+    settings.POLL_BATCH_SIZE = 2
+    inbox = make_inbox(Security.NONE)
+    openings = [email(f"Question {n}", sender=f"customer{n}@example.com", body=f"Opening {n}") for n in range(3)]
+    replies = [email(f"Re: Question {n}", sender=f"customer{n}@example.com", body=f"Follow-up {n}", reply_to=m)
+               for n, m in enumerate(openings)]
+    uids = mail_account.append([m.as_bytes(policy=SMTP) for m in openings + replies + [email("Lone")]])
+
+    result = poll_inbox(inbox.pk)
+
+    assert (result.created, result.backlog, result.error) == (7, 0, "")
+    stored = Message.objects.filter(inbox=inbox).order_by("id")
+    assert list(stored.values_list("imap_uid", flat=True)) == uids
+    for n in range(3):
+        conversation = Conversation.objects.get(inbox=inbox, subject=f"Question {n}")
+        assert [m.text.strip() for m in conversation.messages.order_by("id")] == [f"Opening {n}", f"Follow-up {n}"]
+    assert Conversation.objects.filter(inbox=inbox).count() == 4
+    inbox.refresh_from_db()
+    assert (inbox.last_uid, inbox.backlog) == (uids[-1], 0)

@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from conversations.ingest import IncomingEmail, ingest_batch
+from conversations.ingest import IncomingEmail, ParsedAhead, ingest_batch
 from conversations.models import Conversation, ConversationStatus, Message
 from tests.ingest.conftest import compose
 
@@ -29,6 +29,25 @@ def test_a_batch_dedups_and_threads_against_its_own_earlier_messages(inbox):
     assert results[3].conversation_created
     assert Message.objects.count() == 3
     assert Conversation.objects.count() == 2
+
+
+def test_a_batch_parsed_while_another_commits_is_stored_as_if_parsed_at_its_turn(inbox, settings):
+    settings.MAX_MESSAGE_BYTES = 2_000
+    first = [IncomingEmail(compose(message_id=f"a{n}@x"), imap_uid=n) for n in (1, 2)]
+    second = ParsedAhead(inbox, [
+        IncomingEmail(compose(message_id="b1@x", in_reply_to="a1@x"), imap_uid=3),
+        IncomingEmail(compose(message_id="big@x", body="x" * 5_000), imap_uid=4),
+    ])
+
+    assert [r.created for _i, r in ingest_batch(inbox, first, meanwhile=second.parse_one)] == [True, True]
+    assert not second.parse_one()  # one parsed per message committed: nothing is left
+    results = [result for _item, result in ingest_batch(inbox, second)]
+
+    assert results[0].created
+    assert results[0].message.conversation == Message.objects.get(message_id="a1@x").conversation
+    assert results[1].quarantined is not None  # its error waited for its turn
+    assert "over the limit" in results[1].quarantined.error
+    assert Message.objects.count() == 3
 
 
 def test_a_bad_message_in_a_batch_is_quarantined_and_the_rest_stored(inbox, settings):

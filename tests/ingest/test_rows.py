@@ -176,6 +176,31 @@ def test_a_failing_statement_rolls_back_the_whole_pipelined_transaction():
     assert Contact.objects.filter(address="after@example.com").exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_meanwhile_runs_once_while_the_commit_travels_and_before_the_hooks():
+    from django.db import connection, transaction
+
+    from conversations.rows import ReservedIds, atomic_pipelined
+
+    ids = ReservedIds({Contact: 1})
+    ran, seen = [], []
+
+    def meanwhile() -> None:
+        seen.append((connection.in_atomic_block, list(ran)))
+
+    with atomic_pipelined(Contact, meanwhile=meanwhile):
+        insert_row(Contact(pk=ids.take(Contact), address="m@example.com"))
+        transaction.on_commit(lambda: ran.append("hook"))
+
+    if connection.vendor == "postgresql":
+        # Still inside the transaction: the COMMIT has left, its answer is not read yet.
+        assert seen == [(True, [])]
+    else:
+        assert seen == [(False, ["hook"])]  # nothing to overlap: after the commit
+    assert ran == ["hook"]
+    assert Contact.objects.filter(address="m@example.com").exists()
+
+
 @pytest.mark.django_db
 def test_a_status_condition_never_leads_postgresql_away_from_the_key():
     import json
