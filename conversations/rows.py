@@ -36,6 +36,62 @@ def _statement(model: type[models.Model], alias: str, with_pk: bool) -> tuple[st
     return sql, fields
 
 
+@cache
+def _plain_values(model: type[models.Model], alias: str, with_pk: bool) -> tuple[tuple[str, type | None, str], ...]:
+    """For each field of the INSERT: its attribute; the one Python type whose values the field
+    hands to the database as they are (None: always ask the field); for an integer field, its
+    internal type, which the backend may adapt the value to."""
+    _sql, fields = _statement(model, alias, with_pk)
+    return tuple((field.attname, kind := _plain_type(field),
+                  field.get_internal_type() if kind is int and not field.is_relation else "") for field in fields)
+
+
+_PLAIN_FIELDS = (
+    (models.BooleanField, bool), (models.IntegerField, int), (models.CharField, str), (models.TextField, str),
+)
+_PREPARATION = ("pre_save", "get_db_prep_save", "get_db_prep_value", "get_prep_value")
+
+
+def _plain_type(field: models.Field) -> type | None:
+    """str for a text field, int for an integer field or a key to an auto field, bool for a
+    boolean: they prepare such a value by leaving it as it is (integers: see _plain_values).
+    None for anything else (dates, JSON, files, UUIDs, subclasses that prepare values their own way)."""
+    if isinstance(field, models.ForeignKey):
+        unchanged = type(field).get_db_prep_save is models.ForeignKey.get_db_prep_save
+        target = field.target_field
+        return int if unchanged and type(field).pre_save is models.Field.pre_save and _key_type(target) else None
+    for base, kind in _PLAIN_FIELDS:
+        if isinstance(field, base):
+            same = all(getattr(type(field), name) is getattr(base, name) for name in _PREPARATION)
+            return kind if same else None
+    return None
+
+
+def _key_type(field: models.Field) -> bool:
+    # An auto field's value goes to the database as int() of it; the backends we run on check nothing more.
+    return isinstance(field, (models.AutoField, models.BigAutoField, models.SmallAutoField))
+
+
+def _insert_params(obj: models.Model, alias: str, with_pk: bool) -> list:
+    """The INSERT's values, as `field.get_db_prep_save(field.pre_save(obj, True))` gives them.
+
+    Most values need no preparing, and asking each of a Message's ~50 fields cost more than
+    SQLite took to store the row: a value of its field's plain type is taken as it is.
+    """
+    model = type(obj)
+    connection = connections[alias]
+    _sql, fields = _statement(model, alias, with_pk)
+    adapt_integer = connection.ops.adapt_integerfield_value
+    params = []
+    for field, (attname, kind, integer_type) in zip(fields, _plain_values(model, alias, with_pk), strict=True):
+        value = getattr(obj, attname) if kind is not None else None
+        if kind is not None and (value is None or type(value) is kind):
+            params.append(adapt_integer(value, integer_type) if integer_type and value is not None else value)
+        else:
+            params.append(field.get_db_prep_save(field.pre_save(obj, True), connection))
+    return params
+
+
 def insert_row(obj: models.Model) -> None:
     """INSERT `obj` as a new row and set its primary key, as `obj.save(force_insert=True)` would.
 
@@ -46,10 +102,9 @@ def insert_row(obj: models.Model) -> None:
     alias = router.db_for_write(model, instance=obj)
     connection = connections[alias]
     with_pk = obj.pk is not None
-    sql, fields = _statement(model, alias, with_pk)
-    params = [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
+    sql, _fields = _statement(model, alias, with_pk)
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, _insert_params(obj, alias, with_pk))
         if not with_pk:
             (pk,) = cursor.fetchone()
             obj.pk = model._meta.pk.to_python(pk)

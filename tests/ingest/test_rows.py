@@ -13,6 +13,34 @@ from tests import factories
 
 
 @pytest.mark.django_db
+def test_insert_values_are_prepared_as_the_fields_would_prepare_them():
+    from django.db import connection
+
+    from conversations.models import Attachment, Direction, Message
+    from conversations.rows import _insert_params, _plain_type, _statement
+
+    inbox = factories.InboxFactory()
+    conversation = factories.ConversationFactory(inbox=inbox)
+    message = Message(
+        pk=10**12, conversation=conversation, inbox=inbox, direction=Direction.IN, message_id="m@x", subject="Hé",
+        text="body", html="", from_address="a@x", to=["b@x"], cc=[], is_automatic=True, raw_size=2**40,
+        imap_uid=7, imap_uidvalidity=None, sent_at=timezone.now(), raw="raw/k.eml", priority=3,
+    )
+    attachment = Attachment(message=message, file="attachments/k", filename="f.pdf", size=12, inline=False)
+    taken = set()
+    for obj, with_pk in [(message, True), (message, False), (attachment, False), (conversation, False)]:
+        _sql, fields = _statement(type(obj), "default", with_pk)
+        params = _insert_params(obj, "default", with_pk)
+        # The values taken as they are (the others are asked of their fields, as save() does).
+        for field, value in zip(fields, params, strict=True):
+            if _plain_type(field) is not None:
+                expected = field.get_db_prep_save(field.pre_save(obj, True), connection)
+                assert (value, type(value)) == (expected, type(expected)), field
+                taken.add(type(field).__name__)
+    assert {"CharField", "TextField", "BooleanField", "ForeignKey", "PositiveBigIntegerField"} <= taken
+
+
+@pytest.mark.django_db
 def test_insert_row_stores_what_save_would():
     inbox = factories.InboxFactory()
     contact = Contact(address="ada@example.com", name="Ada")
