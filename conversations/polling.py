@@ -109,14 +109,18 @@ def _import_new(session: ImapSession, inbox: Inbox, state: FolderState, result: 
     if max_messages is not None:
         uids = uids[:max_messages]
     # Each batch is fetched before the one ahead of it is stored, and parsed while that one's
-    # messages commit (ingest_batch's meanwhile). Storing, the cursor and marking read keep
-    # their order: batch by batch, each only after the one before it committed.
-    batches = _fetched_batches(session, inbox, state, uids, deadline)
+    # messages commit (ingest_batch's meanwhile), when the two fit in POLL_BATCH_BYTES together:
+    # a worker never holds more fetched mail than that (or one larger message alone). Storing,
+    # the cursor and marking read keep their order: each batch only after the one before it.
+    batches = _planned_batches(session, uids, deadline)
     current = next(batches, None)
     while current is not None:
+        messages = current.messages or _fetch(session, inbox, state, current.infos)
         following = next(batches, None)
-        committed = _ingest(inbox, current.messages, result, archive=False,
-                            meanwhile=following.messages.parse_one if following else None)
+        if following is not None and current.size + following.size <= settings.POLL_BATCH_BYTES:
+            following.messages = _fetch(session, inbox, state, following.infos)
+        ahead = following.messages if following is not None else None
+        committed = _ingest(inbox, messages, result, archive=False, meanwhile=ahead.parse_one if ahead else None)
         _advance_cursor(inbox, state.uidvalidity, current.advance_to)
         _after_import(session, inbox, committed)
         result.backlog = total - current.behind
@@ -124,14 +128,19 @@ def _import_new(session: ImapSession, inbox: Inbox, state: FolderState, result: 
 
 
 @dataclass
-class _Fetched:
-    messages: ParsedAhead
+class _Planned:
+    infos: list[MessageInfo]
     advance_to: int  # the cursor once these are stored: past UIDs that vanished since the search too
     behind: int  # how many of the search's UIDs are done once these are stored
+    messages: ParsedAhead | None = None  # once fetched
+
+    @property
+    def size(self) -> int:
+        return sum(info.size for info in self.infos)
 
 
-def _fetched_batches(session: ImapSession, inbox: Inbox, state: FolderState, uids: list[int],
-                     deadline: float) -> Iterator[_Fetched]:
+def _planned_batches(session: ImapSession, uids: list[int], deadline: float) -> Iterator[_Planned]:
+    """The batches to fetch, in UID order (sizes known, bodies not fetched yet)."""
     done = 0
     for chunk in _chunks(uids, settings.POLL_BATCH_SIZE):
         if done and time.monotonic() > deadline:
@@ -139,8 +148,7 @@ def _fetched_batches(session: ImapSession, inbox: Inbox, state: FolderState, uid
         batches = list(_batches(session.fetch_info(chunk))) or [[]]  # all vanished: still step past them
         for index, batch in enumerate(batches):
             last = index == len(batches) - 1
-            yield _Fetched(_fetch(session, inbox, state, batch), chunk[-1] if last else batch[-1].uid,
-                           done + len(chunk) if last else done)
+            yield _Planned(batch, chunk[-1] if last else batch[-1].uid, done + len(chunk) if last else done)
         done += len(chunk)
 
 

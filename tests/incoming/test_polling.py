@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from email.policy import SMTP
 
+import pytest
+
 from conversations.models import Conversation, Message
 from conversations.polling import poll_inbox
 from inboxes.models import AfterImport, ConnectionStatus, Security
@@ -167,9 +169,13 @@ def test_a_backlog_after_an_outage_comes_in_uid_order_over_bounded_polls(db, mak
     assert (inbox.backlog, inbox.last_uid) == (0, uids[-1])
 
 
-def test_one_poll_over_many_batches_keeps_uid_order_and_threads_across_them(db, make_inbox, mail_account, settings):
-    # Each batch is fetched, and parsed, while the one before it is stored: that must change nothing.
+@pytest.mark.parametrize("batch_bytes", [32 * 1024 * 1024, 1])
+def test_one_poll_over_many_batches_keeps_uid_order_and_threads_across_them(db, make_inbox, mail_account, settings,
+                                                                           batch_bytes):
+    # Each batch is fetched, and parsed, while the one before it is stored (unless the two would
+    # hold more than POLL_BATCH_BYTES: then one message at a time): neither changes the result.
     settings.POLL_BATCH_SIZE = 2
+    settings.POLL_BATCH_BYTES = batch_bytes
     inbox = make_inbox(Security.NONE)
     openings = [email(f"Question {n}", sender=f"customer{n}@example.com", body=f"Opening {n}") for n in range(3)]
     replies = [email(f"Re: Question {n}", sender=f"customer{n}@example.com", body=f"Follow-up {n}", reply_to=m)
