@@ -115,12 +115,13 @@ def _import_new(session: ImapSession, inbox: Inbox, state: FolderState, result: 
     batches = _planned_batches(session, uids, deadline)
     current = next(batches, None)
     while current is not None:
-        messages = current.messages or _fetch(session, inbox, state, current.infos)
+        messages = current.messages if current.messages is not None else _fetch(session, inbox, state, current.infos)
         following = next(batches, None)
         if following is not None and current.size + following.size <= settings.POLL_BATCH_BYTES:
             following.messages = _fetch(session, inbox, state, following.infos)
         ahead = following.messages if following is not None else None
-        committed = _ingest(inbox, messages, result, archive=False, meanwhile=ahead.parse_one if ahead else None)
+        committed = _ingest(inbox, messages, result, archive=False,
+                            meanwhile=ahead.parse_one if ahead is not None else None)
         _advance_cursor(inbox, state.uidvalidity, current.advance_to)
         _after_import(session, inbox, committed)
         result.backlog = total - current.behind
