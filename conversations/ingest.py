@@ -116,9 +116,6 @@ class ParsedAhead:
         self._own = own_addresses()
         self._parsed: list[ParsedEmail | Exception | _Failed] = []
 
-    def __len__(self) -> int:
-        return len(self.items)
-
     def parse_one(self) -> bool:
         """Parse the next message not parsed yet; False when there is none left."""
         if len(self._parsed) >= len(self.items):
