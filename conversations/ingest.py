@@ -13,7 +13,6 @@ A process killed in between can leave an orphan file, never a row without its fi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from django.db import IntegrityError, InterfaceError, InternalError, Operational
 from django.utils import timezone
 
 from conversations.events import publish
-from conversations.files import MessageFiles, write_message_files
+from conversations.files import MessageFiles, StoredFile, write_message_files
 from conversations.lookups import Lookups, known_conversation, own_addresses, sender_address, synthetic_id
 from conversations.models import (
     Attachment,
@@ -330,8 +329,7 @@ def _store(
                                                 archive=archive)
     created_conversation = choice.action == Action.NEW
     problems = parsed.problems + (["Another message of this inbox has the same Message-ID."] if conflict else [])
-    raw = item.raw
-    raw_name, attachment_names = files.names()  # written by now, or the error they met
+    raw_file, attachment_files = files.stored()  # written by now, or the error they met
     message = Message(
         pk=ids.take(Message), conversation=conversation, inbox=inbox, direction=Direction.IN,
         message_id=message_id, header_message_id=parsed.message_id or "",
@@ -341,15 +339,15 @@ def _store(
         from_address=parsed.from_address, from_name=parsed.from_name,
         to=parsed.to, cc=parsed.cc, bcc=parsed.bcc, reply_to=parsed.reply_to,
         subject=parsed.subject, text=parsed.text, html=parsed.html, sent_at=parsed.date, created_at=when,
-        raw_sha256=hashlib.sha256(raw).hexdigest(), raw_size=item.size or len(raw),
+        raw_sha256=raw_file.sha256, raw_size=item.size or len(item.raw),
         content_hash=parsed.content_hash, is_automatic=parsed.is_automatic,
         automatic_reason=parsed.automatic_reason, too_large=item.too_large,
         parse_problems="\n".join(problems), archived=archive,
         imap_folder=item.imap_folder, imap_uidvalidity=item.imap_uidvalidity, imap_uid=item.imap_uid,
-        raw=raw_name,
+        raw=raw_file.name,
     )
     insert_row(message)
-    _save_attachments(message, ids, parsed, attachment_names)
+    _save_attachments(message, ids, parsed, attachment_files)
     reopened = choice.action == Action.REOPEN
     if not archive:
         _publish(conversation, message, created_conversation, reopened)
@@ -458,12 +456,12 @@ def _join(row: Conversation, current: KnownConversation, choice: ThreadChoice, *
     return row, known_conversation(row, current.contact_address), choice
 
 
-def _save_attachments(message: Message, ids: ReservedIds, parsed: ParsedEmail, names: list[str]) -> None:
-    for part, name in zip(parsed.attachments, names, strict=True):
+def _save_attachments(message: Message, ids: ReservedIds, parsed: ParsedEmail, files: list[StoredFile]) -> None:
+    for part, stored in zip(parsed.attachments, files, strict=True):
         # The storage key came from upload_to (random); the sender's name is never part of it.
         insert_row(Attachment(
-            pk=ids.take(Attachment), message=message, file=name, filename=part.filename,
-            content_type=part.content_type, size=len(part.payload), sha256=hashlib.sha256(part.payload).hexdigest(),
+            pk=ids.take(Attachment), message=message, file=stored.name, filename=part.filename,
+            content_type=part.content_type, size=len(part.payload), sha256=stored.sha256,
             content_id=part.content_id, inline=part.inline,
         ))
 

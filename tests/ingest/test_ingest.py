@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from conversations.ingest import ingest_email
@@ -61,3 +62,19 @@ def test_attachments_and_inline_images_are_kept(inbox, media_root):
     assert files["factura febrero.pdf"].file.read().startswith(b"%PDF-1.4")
     for attachment in files.values():
         assert Path(attachment.file.path).resolve().is_relative_to(media_root)
+
+
+def test_each_stored_file_carries_the_sha256_of_its_bytes(inbox):
+    raw = mail("alternative_with_attachment.eml")
+    message = ingest_email(inbox, raw).message
+
+    message.refresh_from_db()
+    assert message.raw_sha256 == hashlib.sha256(raw).hexdigest()
+    assert message.raw_sha256 == hashlib.sha256(message.raw.read()).hexdigest()
+    attachments = list(Attachment.objects.filter(message=message))
+    assert len(attachments) == 2
+    for attachment in attachments:
+        with attachment.file.open("rb") as handle:
+            content = handle.read()
+        assert attachment.sha256 == hashlib.sha256(content).hexdigest()
+        assert attachment.size == len(content)
