@@ -266,3 +266,52 @@ def test_a_status_condition_never_leads_postgresql_away_from_the_key():
 def _index_names(cursor, table: str) -> list[str]:
     cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", [table.strip('"')])
     return [row[0] for row in cursor.fetchall()]
+
+
+def _prepared_statements(wrapper) -> list[str]:
+    with wrapper.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("prepared", [True, False])
+def test_the_hot_statements_are_prepared_unless_turned_off(prepared):
+    from django.db import connections
+
+    from conversations.rows import prepared_cursor
+
+    wrapper = connections.create_connection("default")  # a connection of its own, with these OPTIONS
+    if wrapper.vendor == "postgresql" and not prepared:
+        options = {**wrapper.settings_dict.get("OPTIONS", {}), "prepare_threshold": None}
+        wrapper.settings_dict = {**wrapper.settings_dict, "OPTIONS": options}
+    try:
+        for number in range(7):
+            with prepared_cursor(wrapper) as cursor:
+                cursor.execute("SELECT CAST(%s AS integer) + 1", [number])
+                assert cursor.fetchone() == (number + 1,)
+        if wrapper.vendor != "postgresql":  # SQLite prepares every statement itself
+            return
+        hot = [statement for statement in _prepared_statements(wrapper) if "+ 1" in statement]
+        assert len(hot) == (1 if prepared else 0)
+    finally:
+        wrapper.close()
+
+
+@pytest.mark.django_db
+def test_prepared_statements_write_and_read_what_the_orm_does():
+    # Past psycopg's threshold (5 runs) the statements are prepared: the values must not change.
+    conversation = factories.ConversationFactory()
+    written = []
+    for minute in range(8):
+        when = timezone.now().replace(microsecond=0) - dt.timedelta(minutes=minute)
+        contact = Contact(address=f"p{minute}@example.com", name="Zoë")
+        insert_row(contact)
+        update_row(Conversation, conversation.pk, last_message_at=when)
+        row = lock_row(Conversation, conversation.pk, ("status", "last_message_at"))
+        written.append((contact.pk, when, row.last_message_at))
+
+    for pk, when, read in written:
+        assert Contact.objects.get(pk=pk).name == "Zoë"
+        assert read == when
+        assert read.tzinfo is not None
