@@ -53,6 +53,7 @@ def prepared_cursor(connection: object) -> object:
 
 @cache
 def _is_psycopg3(driver_connection: type) -> bool:
+    """The driver is psycopg 3 (not psycopg2, which has neither pipelines nor server-side binding)."""
     try:
         import psycopg
     except ImportError:
@@ -231,7 +232,7 @@ def _has_pipeline(database_connection: object) -> bool:
 @cache
 def _driver_has_pipeline(driver_connection: type) -> bool:
     """psycopg 3 over libpq 14 or newer (psycopg's binary wheels carry a recent one); not psycopg2."""
-    if getattr(driver_connection, "pipeline", None) is None:
+    if not _is_psycopg3(driver_connection):
         return False
     import psycopg
 
