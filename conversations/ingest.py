@@ -14,7 +14,8 @@ A process killed in between can leave an orphan file, never a row without its fi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -37,7 +38,15 @@ from conversations.models import (
 )
 from conversations.parsing import ParsedEmail, parse_email, strip_reply_prefix
 from conversations.quarantine import PlainWordsError, describe_error, format_details, quarantine_message
-from conversations.rows import ReservedIds, atomic_pipelined, insert_row, lock_row, update_row
+from conversations.rows import (
+    Commit,
+    ReservedIds,
+    TransactionPipeline,
+    atomic_pipelined,
+    insert_row,
+    lock_row,
+    update_row,
+)
 from conversations.signals import conversation_started
 from conversations.threading import (
     Action,
@@ -169,16 +178,117 @@ def ingest_batch(
         for (item, parsed), fresh in zip(pending, new, strict=True)
     ]
     ids = _reserve_ids([parsed for (_item, parsed), fresh in zip(pending, new, strict=True) if fresh])
+    # On PostgreSQL each message's transaction goes out without waiting for the one before it
+    # to be confirmed (rows.TransactionPipeline); a message is yielded, and announced, only
+    # once its own COMMIT is. Elsewhere, and for what a pipeline cannot take, one by one.
+    pipeline = TransactionPipeline.start(Message)
+    sent: deque[_Sent] = deque()
     try:
         for index, entry in enumerate(pending):
             pending[index] = None  # a stored message's bytes and parts need not outlive its turn
             item, parsed = entry
             mine, files[index] = files[index], None  # from here on, its turn owns its files
+            if pipeline is not None and isinstance(parsed, ParsedEmail):
+                if mine is None:  # found stored when the batch began: written only if it turns out new
+                    mine = write_message_files(item.raw, parsed.attachments, ahead=False)
+                try:
+                    sent.append(_send(pipeline, inbox, item, parsed, lookups, ids, mine, archive=archive))
+                except Exception:  # its own error, or an earlier message's that surfaced now
+                    sent.append(_Sent(item, parsed, mine))
+                    ending, pipeline = pipeline, None  # the rest of this batch one by one
+                    redo = yield from _settle(ending, sent)
+                    lookups = _lookups(inbox, [s.parsed for s in redo] + _parsed(pending))
+                    for again in redo:
+                        yield again.item, _ingest_one(inbox, again.item, again.parsed, lookups, ids, again.files,
+                                                      archive=archive)
+                    continue
+                if meanwhile is not None:
+                    meanwhile()
+                while sent and sent[0].commit is not None and sent[0].commit.answered and sent[0].commit.committed:
+                    yield _finish(sent.popleft())
+                continue
+            if pipeline is not None:  # a message for the quarantine: what is under way settles first
+                ending, pipeline = pipeline, None
+                redo = yield from _settle(ending, sent)
+                if redo:
+                    lookups = _lookups(inbox, [s.parsed for s in redo] + _parsed(pending))
+                for again in redo:
+                    yield again.item, _ingest_one(inbox, again.item, again.parsed, lookups, ids, again.files,
+                                                  archive=archive)
+                pipeline = TransactionPipeline.start(Message)
             yield item, _ingest_one(inbox, item, parsed, lookups, ids, mine, archive=archive, meanwhile=meanwhile)
+        if pipeline is not None:
+            ending, pipeline = pipeline, None
+            redo = yield from _settle(ending, sent)
+            if redo:
+                lookups = _lookups(inbox, [s.parsed for s in redo])
+            for again in redo:
+                yield again.item, _ingest_one(inbox, again.item, again.parsed, lookups, ids, again.files,
+                                              archive=archive)
     finally:
+        if pipeline is not None:  # left early (an error raised, the caller stopped): end it
+            pipeline.end()
         for unclaimed in files:
             if unclaimed is not None:
                 unclaimed.delete()
+
+
+@dataclass
+class _Sent:
+    """A message whose transaction is in a TransactionPipeline, not yet confirmed."""
+
+    item: IncomingEmail
+    parsed: ParsedEmail
+    files: MessageFiles
+    result: IngestResult | None = None
+    stored: _Stored | None = None  # None: found to be a duplicate
+    commit: Commit | None = None  # None: its transaction did not get as far as its COMMIT
+
+
+def _send(pipeline: TransactionPipeline, inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail, lookups: Lookups,
+          ids: ReservedIds, files: MessageFiles, *, archive: bool) -> _Sent:
+    """Send a message's transaction. The batch remembers it at once, so that later messages
+    thread to it; should it not commit, every later one is stored again (see _settle)."""
+    with pipeline.transaction() as commit:
+        result, stored = _store(inbox, item, parsed, lookups, ids, files, archive=archive)
+    if stored is not None:
+        stored.remember(lookups)
+    return _Sent(item, parsed, files, result, stored, commit)
+
+
+def _finish(sent: _Sent) -> tuple[IncomingEmail, IngestResult]:
+    """A message whose COMMIT is confirmed: announce it; a duplicate's files were never needed."""
+    if sent.stored is not None:
+        sent.stored.announce()
+    else:
+        sent.files.delete()
+    return sent.item, sent.result
+
+
+def _settle(pipeline: TransactionPipeline, sent: deque[_Sent]) -> Generator[
+        tuple[IncomingEmail, IngestResult], None, list[_Sent]]:
+    """End the pipeline and yield the messages that committed, in order; return the others,
+    to be stored again one by one (their transactions were rolled back or never ran)."""
+    broken = None
+    try:
+        pipeline.end()
+    except Exception as error:  # the connection failed: what committed is still told, then the error
+        broken = error
+    # A message is yielded only if its own COMMIT said so. When the connection broke, whether
+    # the rest committed is unknown: their files stay (an orphan file at worst, never a row
+    # without its file) and the caller, not moving its cursor, offers them again.
+    while sent and sent[0].commit is not None and sent[0].commit.committed:
+        yield _finish(sent.popleft())
+    if broken is not None:
+        sent.clear()
+        raise broken
+    redo = list(sent)
+    sent.clear()
+    return redo
+
+
+def _parsed(pending: list) -> list[ParsedEmail]:
+    return [entry[1] for entry in pending if entry is not None and isinstance(entry[1], ParsedEmail)]
 
 
 def _reserve_ids(new: list[ParsedEmail]) -> ReservedIds:
@@ -282,7 +392,11 @@ def _store_with_retries(
             try:
                 # On PostgreSQL the message's statements and its COMMIT go out together.
                 with atomic_pipelined(Message, meanwhile=meanwhile):
-                    result, stored = _store(inbox, item, parsed, lookups, ids, files, archive=archive)
+                    result, rows = _store(inbox, item, parsed, lookups, ids, files, archive=archive)
+                    if rows is not None:
+                        rows.announce()  # inside: its events and hooks wait for the commit
+                # Only now: on PostgreSQL a failed statement may raise at the COMMIT, after _store.
+                stored = rows
             except IntegrityError:
                 # Another process stored this message (or its contact) between our look and our
                 # insert; the unique constraint decided. Look again, in the database: it is a
@@ -293,7 +407,7 @@ def _store_with_retries(
                 lookups = _lookups(inbox, [parsed])
                 continue
             if stored is not None:
-                batch.remember(*stored)  # committed: later messages of the batch see it
+                stored.remember(batch)  # committed: later messages of the batch see it
             return result
         raise AssertionError("unreachable")
     finally:
@@ -313,10 +427,36 @@ def _too_large_note(inbox: Inbox, size: int) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _Stored:
+    """What storing a message leaves for later: what the batch remembers, and what to announce."""
+
+    message: Message
+    known: KnownConversation
+    contact: Contact
+    inbox: Inbox
+    result: IngestResult
+    archive: bool
+
+    def remember(self, lookups: Lookups) -> None:
+        lookups.remember(self.message, self.known, self.contact)
+
+    def announce(self) -> None:
+        """Tell agents and hooked-in features, once the rows are committed (or inside the
+        transaction, where on_commit defers them to its commit)."""
+        if self.archive:
+            return
+        message, result = self.message, self.result
+        _publish(message.conversation, message, result.conversation_created, result.reopened)
+        if result.conversation_created:
+            # Features such as acknowledgements hook in here without ingest knowing them.
+            conversation_started.send(sender=Message, message_id=message.pk, inbox=self.inbox)
+
+
 def _store(
     inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail, lookups: Lookups, ids: ReservedIds,
     files: MessageFiles, *, archive: bool,
-) -> tuple[IngestResult, tuple[Message, KnownConversation, Contact] | None]:
+) -> tuple[IngestResult, _Stored | None]:
     """The rows of one message, inside its transaction; also what the batch should remember."""
     duplicate, message_id, conflict = _dedup(lookups, parsed)
     if duplicate is not None:
@@ -349,15 +489,10 @@ def _store(
     insert_row(message)
     _save_attachments(message, ids, parsed, attachment_files)
     reopened = choice.action == Action.REOPEN
-    if not archive:
-        _publish(conversation, message, created_conversation, reopened)
-        if created_conversation:
-            # Features such as acknowledgements hook in here without ingest knowing them.
-            conversation_started.send(sender=Message, message_id=message.pk, inbox=inbox)
     result = IngestResult(
         message=message, created=True, conversation_created=created_conversation, reopened=reopened,
     )
-    return result, (message, known, contact)
+    return result, _Stored(message, known, contact, inbox, result, archive=archive)
 
 
 def _dedup(lookups: Lookups, parsed: ParsedEmail) -> tuple[Message | None, str, bool]:

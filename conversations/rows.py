@@ -8,8 +8,9 @@ for models without signals or multi-table inheritance; none of ours has either. 
 state changes and ingest's conversation lock are the same kind of hot, fixed statement.
 
 On PostgreSQL, where each statement is a round trip, `ReservedIds` and `atomic_pipelined`
-let a transaction of such statements go out, with its COMMIT, in one; `prepared_cursor` has
-the server prepare them.
+let a transaction of such statements go out, with its COMMIT, in one; `TransactionPipeline`
+lets the next transaction follow without waiting for that COMMIT's answer; `prepared_cursor`
+has the server prepare them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 
-from django.db import connections, models, router, transaction
+from django.db import DatabaseError, connections, models, router, transaction
 
 
 def prepared_cursor(connection: object) -> object:
@@ -223,6 +224,90 @@ def atomic_pipelined(model: type[models.Model], *, meanwhile: Callable[[], objec
                 cursor.execute("COMMIT")
             if meanwhile is not None:
                 meanwhile()
+
+
+class Commit:
+    """One transaction of a TransactionPipeline: whether its COMMIT took effect, once answered."""
+
+    def __init__(self) -> None:
+        self._cursor = None  # the driver cursor that ran the COMMIT
+
+    @property
+    def answered(self) -> bool:
+        return self._cursor is not None and self._cursor.statusmessage is not None
+
+    @property
+    def committed(self) -> bool:
+        # A COMMIT in an aborted transaction answers "ROLLBACK"; one skipped after an error has no answer.
+        return self.answered and self._cursor.statusmessage == "COMMIT"
+
+
+class TransactionPipeline:
+    """Transactions sent one after another on one PostgreSQL connection, each COMMIT confirmed later.
+
+    atomic_pipelined sends a transaction in one round trip but still waits for its COMMIT's
+    answer before the next one starts; while the server executed and flushed it, the worker
+    waited. Here the next transaction follows at once (libpq pipeline mode) and answers are
+    read as they arrive: `Commit.committed` says, per transaction, whether it took effect.
+
+    Nothing is lost to an error: within a pipeline the server skips every statement after
+    a failed one, later transactions included, until `end()` reads all answers. So a
+    transaction decided on the assumption that earlier ones committed never commits unless
+    they did, and the caller does again, the ordinary way, each one whose Commit says no.
+
+    Django does not see these transactions: its connection stays in autocommit, so on_commit
+    hooks would run at once. The caller runs what must follow a commit once `committed` is
+    true. Statements whose results are read (a row lock, a query) wait for every earlier
+    answer, as in atomic_pipelined. `start()` is None where this does not apply (SQLite,
+    inside a transaction, a driver without pipelines).
+    """
+
+    def __init__(self, connection: object) -> None:
+        self._connection = connection
+        self._context = connection.connection.pipeline()
+        with connection.wrap_database_errors:
+            self._pipeline = self._context.__enter__()
+
+    @classmethod
+    def start(cls, model: type[models.Model]) -> TransactionPipeline | None:
+        connection = connections[router.db_for_write(model)]
+        if connection.vendor != "postgresql" or connection.in_atomic_block or not connection.get_autocommit():
+            return None
+        connection.ensure_connection()
+        return cls(connection) if _has_pipeline(connection.connection) else None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Commit]:
+        """BEGIN, the block's statements, COMMIT — sent, not awaited. An error in the block
+        propagates with the transaction left open: call `end()`."""
+        commit = Commit()
+        cursor = self._connection.connection.cursor()
+        with self._connection.wrap_database_errors:
+            cursor.execute("BEGIN")
+        yield commit
+        with self._connection.wrap_database_errors:
+            cursor.execute("COMMIT")
+        commit._cursor = cursor
+
+    def end(self) -> BaseException | None:
+        """Read every answer and leave the pipeline, rolling back a transaction left open or
+        aborted. Returns the first error the answers held (Django's), instead of raising it: the
+        Commits tell what took effect. A connection that fails now raises."""
+        connection = self._connection
+        error = None
+        try:
+            with connection.wrap_database_errors:
+                self._pipeline.sync()
+        except DatabaseError as exc:
+            error = exc
+        with connection.wrap_database_errors:
+            self._context.__exit__(None, None, None)
+            if connection.connection.info.transaction_status != _IDLE:
+                connection.connection.execute("ROLLBACK")
+        return error
+
+
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
 
 
 def _has_pipeline(database_connection: object) -> bool:

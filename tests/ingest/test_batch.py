@@ -175,3 +175,64 @@ def test_a_committed_batch_stores_every_kind_of_row_and_tells_agents_once(inbox,
     assert [kind for kind, _payload in heard] == [
         "conversation.created", "message.created", "conversation.created", "message.created",
         "message.created", "conversation.created", "message.created", "test.mark"]
+
+
+def _refuse_subject(subject: str) -> tuple[str, str]:
+    """SQL for a trigger that refuses to store a message with this subject, as a unique
+    constraint would (a real failure inside the database, not a patched function); and its removal."""
+    if connection.vendor == "postgresql":
+        return (
+            "CREATE FUNCTION refuse_subject() RETURNS trigger AS $$ BEGIN "
+            f"IF NEW.subject = '{subject}' THEN RAISE EXCEPTION 'refused' USING ERRCODE = 'unique_violation'; "
+            "END IF; RETURN NEW; END $$ LANGUAGE plpgsql; "
+            "CREATE TRIGGER refuse_subject BEFORE INSERT ON conversations_message "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_subject()",
+            "DROP TRIGGER refuse_subject ON conversations_message; DROP FUNCTION refuse_subject()",
+        )
+    return (
+        "CREATE TRIGGER refuse_subject BEFORE INSERT ON conversations_message "
+        f"WHEN NEW.subject = '{subject}' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        "DROP TRIGGER refuse_subject",
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_the_database_refuses_mid_batch_costs_no_other_message(inbox, agent_events, media_root):
+    # On PostgreSQL the messages after it were already sent, decided as if it had been stored
+    # (the reply threaded into its conversation): they must be stored again, each once.
+    create, drop = _refuse_subject("Boom")
+    with connection.cursor() as cursor:
+        cursor.execute(create)
+    try:
+        items = [
+            IncomingEmail(compose(message_id="a1@x"), imap_uid=1),
+            IncomingEmail(compose(sender="bo@example.com", subject="Boom", message_id="boom@x"), imap_uid=2),
+            IncomingEmail(compose(sender="bo@example.com", message_id="r1@x", in_reply_to="boom@x"), imap_uid=3),
+            IncomingEmail(b"Received: from mx2\r\n" + compose(message_id="a1@x"), imap_uid=4),
+            IncomingEmail(compose(message_id="c1@x", in_reply_to="a1@x"), imap_uid=5),
+            IncomingEmail(compose(sender="di@example.com", message_id="d1@x"), imap_uid=6),
+        ]
+        results = [(item.imap_uid, result) for item, result in ingest_batch(inbox, items)]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(drop)
+
+    assert [uid for uid, _result in results] == [1, 2, 3, 4, 5, 6]  # each once, in order
+    outcome = [("quarantined" if r.quarantined else "new" if r.created else "duplicate") for _uid, r in results]
+    assert outcome == ["new", "quarantined", "new", "duplicate", "new", "new"]
+    assert "conflicted" in results[1][1].quarantined.error
+    reply = Message.objects.get(message_id="r1@x")
+    assert results[2][1].conversation_created  # what it answered was never stored: a conversation of its own
+    assert reply.conversation.messages.count() == 1
+    assert Message.objects.get(message_id="c1@x").conversation == Message.objects.get(message_id="a1@x").conversation
+    assert Message.objects.count() == 4
+    assert Conversation.objects.count() == 3
+    assert _stored_files(media_root) == _named_by_rows()
+    agent_events.mark()
+    heard = agent_events.receive(8)
+    assert [kind for kind, _payload in heard] == [
+        "conversation.created", "message.created",  # a1
+        "conversation.created", "message.created",  # r1
+        "message.created",  # c1
+        "conversation.created", "message.created",  # d1
+        "test.mark"]

@@ -315,3 +315,36 @@ def test_prepared_statements_write_and_read_what_the_orm_does():
         assert Contact.objects.get(pk=pk).name == "Zoë"
         assert read == when
         assert read.tzinfo is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pipelined_transactions_commit_in_turn_and_none_after_a_failed_one():
+    from django.db import IntegrityError, connection
+
+    from conversations.rows import ReservedIds, TransactionPipeline
+
+    factories.ContactFactory(address="taken@example.com")
+    ids = ReservedIds({Contact: 4})  # keys known: no INSERT waits for its answer
+    pipeline = TransactionPipeline.start(Contact)
+    if connection.vendor != "postgresql":
+        assert pipeline is None  # statements cost no round trip there: one transaction at a time
+        return
+    commits = []
+    try:
+        for addresses in (["a@example.com"], ["b@example.com", "TAKEN@example.com"], ["c@example.com"]):
+            with pipeline.transaction() as commit:
+                for address in addresses:
+                    insert_row(Contact(pk=ids.take(Contact), address=address))
+            commits.append(commit)
+    except IntegrityError:
+        pass  # the refusal may surface at any later statement: the Commits tell the outcome
+    error = pipeline.end()
+
+    assert error is None or isinstance(error, IntegrityError)
+    assert [commit.committed for commit in commits] == [True, False, False][:len(commits)]
+    # Sent after the failure, the third was skipped whole, though it broke no rule of its own.
+    assert sorted(Contact.objects.values_list("address", flat=True)) == ["a@example.com", "taken@example.com"]
+    assert connection.get_autocommit()
+    assert not connection.in_atomic_block
+    insert_row(Contact(address="after@example.com"))  # the connection is clean for what follows
+    assert Contact.objects.filter(address="after@example.com").exists()
