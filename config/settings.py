@@ -189,6 +189,8 @@ MAIL_CA_FILE = env_str("MAIL_CA_FILE")
 # before it stops and leaves the rest (the backlog) to the next poll.
 POLL_BATCH_SIZE = env_int("POLL_BATCH_SIZE", 50)
 POLL_BATCH_BYTES = env_int("POLL_BATCH_BYTES", 32 * 1024 * 1024)
+# Parse incoming mail in a helper process per worker process (conversations.parse_pool).
+INGEST_PARSE_PROCESS = env_bool("INGEST_PARSE_PROCESS", True)
 POLL_TIME_BUDGET_SECONDS = env_int("POLL_TIME_BUDGET_SECONDS", 120)
 # The per-inbox lock outlives the longest poll (the task's hard time limit) by a margin.
 POLL_LOCK_SECONDS = env_int("POLL_LOCK_SECONDS", CELERY_TASK_TIME_LIMIT + 60)

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError, InterfaceError, InternalError, OperationalError, ProgrammingError, transaction
 from django.utils import timezone
 
+from conversations import parse_pool
 from conversations.events import publish
 from conversations.files import MessageFiles, StoredFile, write_message_files
 from conversations.lookups import Lookups, known_conversation, own_addresses, sender_address, synthetic_id
@@ -109,13 +110,14 @@ def ingest_email(
 
 
 class ParsedAhead:
-    """A batch's messages, parsed one at a time whenever the caller has a moment to spare.
+    """A batch's messages, parsed ahead of their turn.
 
-    A poller fetches the next batch before storing the current one and passes `parse_one` as
-    `ingest_batch(meanwhile=...)`: on PostgreSQL each message's COMMIT then travels while the
-    worker parses a message of the next batch, instead of waiting for the server. Parsing needs
-    no database, so it can run inside another message's transaction. It never raises: an error
-    is kept and raised (or quarantined) at the message's own turn, as if it were parsed then.
+    Created, the batch starts parsing in the helper process (conversations.parse_pool), while
+    the worker stores the batch before it. What the helper does not take is parsed here, one
+    at a time whenever the caller has a moment to spare: a poller passes `parse_one` as
+    `ingest_batch(meanwhile=...)`. Parsing needs no database, so it can run inside another
+    message's transaction. It never raises: an error is kept and raised (or quarantined) at the
+    message's own turn, as if it were parsed then.
     """
 
     def __init__(self, inbox: Inbox, items: Iterable[IncomingEmail]) -> None:
@@ -123,14 +125,20 @@ class ParsedAhead:
         self.items = list(items)
         self._own = own_addresses()
         self._parsed: list[ParsedEmail | Exception | _Failed] = []
+        self._helper = [None if _over_limit(inbox, item) else
+                        parse_pool.submit(item.raw, headers_only=item.too_large, own_addresses=self._own)
+                        for item in self.items]
 
     def parse_one(self) -> bool:
         """Parse the next message not parsed yet; False when there is none left."""
-        if len(self._parsed) >= len(self.items):
+        index = len(self._parsed)
+        if index >= len(self.items):
             return False
-        item = self.items[len(self._parsed)]
+        item, helper = self.items[index], self._helper[index]
+        self._helper[index] = None
         try:
-            self._parsed.append(_parse(self.inbox, item, self._own))
+            self._parsed.append(_parse(self.inbox, item, self._own,
+                                       parse_pool.result(helper) if helper is not None else None))
         except Exception as error:  # an infrastructure error: raised again at the message's turn
             self._parsed.append(_Failed(error))
         return True
@@ -145,7 +153,7 @@ class ParsedAhead:
             if isinstance(parsed, _Failed):
                 raise parsed.error
             entries.append((item, parsed))
-        self.items, self._parsed = [], []  # the caller owns them now (and frees them one by one)
+        self.items, self._parsed, self._helper = [], [], []  # the caller owns them now (and frees them one by one)
         return entries
 
 
@@ -305,17 +313,23 @@ def _lookups(inbox: Inbox, batch: list[ParsedEmail]) -> Lookups:
         return Lookups(inbox, batch)
 
 
-def _parse(inbox: Inbox, item: IncomingEmail, own: frozenset[str]) -> ParsedEmail | Exception:
-    """The parsed message, or the error that sends it to the quarantine."""
+def _over_limit(inbox: Inbox, item: IncomingEmail) -> bool:
+    return not item.too_large and len(item.raw) > (inbox.max_message_bytes or settings.MAX_MESSAGE_BYTES)
+
+
+def _parse(inbox: Inbox, item: IncomingEmail, own: frozenset[str],
+           parsed: ParsedEmail | None = None) -> ParsedEmail | Exception:
+    """The parsed message (`parsed`, when the helper did it), or the error that sends it to the quarantine."""
     limit = inbox.max_message_bytes or settings.MAX_MESSAGE_BYTES
     try:
-        if not item.too_large and len(item.raw) > limit:
+        if _over_limit(inbox, item):
             # Every resource is bounded: a message this size is kept raw, not parsed in memory.
             raise MessageTooLarge(
                 f"The message is {_size(len(item.raw))}, over the limit of {_size(limit)}; it was kept but "
                 "not read. Raise the inbox's size limit and retry it."
             )
-        parsed = parse_email(item.raw, own_addresses=own, headers_only=item.too_large)
+        if parsed is None:
+            parsed = parse_email(item.raw, own_addresses=own, headers_only=item.too_large)
     except INFRASTRUCTURE_ERRORS:
         raise
     except Exception as error:
