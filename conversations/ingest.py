@@ -204,35 +204,25 @@ def ingest_batch(
                 except Exception:  # its own error, or an earlier message's that surfaced now
                     sent.append(_Sent(item, parsed, mine))
                     ending, pipeline = pipeline, None  # the rest of this batch one by one
-                    redo = yield from _settle(ending, sent)
-                    lookups = _lookups(inbox, [s.parsed for s in redo] + _parsed(pending))
-                    for again in redo:
-                        yield again.item, _ingest_one(inbox, again.item, again.parsed, lookups, ids, again.files,
-                                                      archive=archive)
+                    again = yield from _settle(ending, sent, inbox, ids, _parsed(pending), archive=archive)
+                    lookups = lookups if again is None else again
                     continue
                 if meanwhile is not None:
                     meanwhile()
-                while sent and sent[0].commit is not None and sent[0].commit.answered and sent[0].commit.committed:
+                while sent and sent[0].commit is not None and sent[0].commit.committed:
                     yield _finish(sent.popleft())
                 continue
+            resume = pipeline is not None
             if pipeline is not None:  # a message for the quarantine: what is under way settles first
                 ending, pipeline = pipeline, None
-                redo = yield from _settle(ending, sent)
-                if redo:
-                    lookups = _lookups(inbox, [s.parsed for s in redo] + _parsed(pending))
-                for again in redo:
-                    yield again.item, _ingest_one(inbox, again.item, again.parsed, lookups, ids, again.files,
-                                                  archive=archive)
-                pipeline = TransactionPipeline.start(Message)
+                again = yield from _settle(ending, sent, inbox, ids, _parsed(pending), archive=archive)
+                resume, lookups = again is None, lookups if again is None else again
             yield item, _ingest_one(inbox, item, parsed, lookups, ids, mine, archive=archive, meanwhile=meanwhile)
+            if resume:  # after it: the quarantine's own transaction is not for a pipeline
+                pipeline = TransactionPipeline.start(Message)
         if pipeline is not None:
             ending, pipeline = pipeline, None
-            redo = yield from _settle(ending, sent)
-            if redo:
-                lookups = _lookups(inbox, [s.parsed for s in redo])
-            for again in redo:
-                yield again.item, _ingest_one(inbox, again.item, again.parsed, lookups, ids, again.files,
-                                              archive=archive)
+            yield from _settle(ending, sent, inbox, ids, [], archive=archive)
     finally:
         if pipeline is not None:  # left early (an error raised, the caller stopped): end it
             pipeline.end()
@@ -273,10 +263,13 @@ def _finish(sent: _Sent) -> tuple[IncomingEmail, IngestResult]:
     return sent.item, sent.result
 
 
-def _settle(pipeline: TransactionPipeline, sent: deque[_Sent]) -> Generator[
-        tuple[IncomingEmail, IngestResult], None, list[_Sent]]:
-    """End the pipeline and yield the messages that committed, in order; return the others,
-    to be stored again one by one (their transactions were rolled back or never ran)."""
+def _settle(pipeline: TransactionPipeline, sent: deque[_Sent], inbox: Inbox, ids: ReservedIds,
+            later: list[ParsedEmail], *, archive: bool) -> Generator[
+        tuple[IncomingEmail, IngestResult], None, Lookups | None]:
+    """End the pipeline; yield the messages that committed, in order, then store the others
+    again one by one (their transactions were rolled back or never ran), with lookups made
+    afresh for them and the `later` messages of the batch, which are returned (None when
+    nothing had to be stored again)."""
     broken = None
     try:
         pipeline.end()
@@ -287,12 +280,16 @@ def _settle(pipeline: TransactionPipeline, sent: deque[_Sent]) -> Generator[
     # without its file) and the caller, not moving its cursor, offers them again.
     while sent and sent[0].commit is not None and sent[0].commit.committed:
         yield _finish(sent.popleft())
-    if broken is not None:
-        sent.clear()
-        raise broken
     redo = list(sent)
     sent.clear()
-    return redo
+    if broken is not None:
+        raise broken
+    if not redo:
+        return None
+    lookups = _lookups(inbox, [again.parsed for again in redo] + later)
+    for again in redo:
+        yield again.item, _ingest_one(inbox, again.item, again.parsed, lookups, ids, again.files, archive=archive)
+    return lookups
 
 
 def _parsed(pending: list) -> list[ParsedEmail]:

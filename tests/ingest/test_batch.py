@@ -236,3 +236,25 @@ def test_a_message_the_database_refuses_mid_batch_costs_no_other_message(inbox, 
         "message.created",  # c1
         "conversation.created", "message.created",  # d1
         "test.mark"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_for_the_quarantine_between_committed_ones_takes_its_turn(inbox, settings, media_root):
+    # On PostgreSQL what is under way settles first; the quarantine's own transaction is then
+    # not part of the pipeline, and the messages after it are pipelined again.
+    settings.MAX_MESSAGE_BYTES = 2_000
+    items = [IncomingEmail(compose(message_id="a@x"), imap_uid=1),
+             IncomingEmail(compose(message_id="big@x", body="x" * 5_000), imap_uid=2),
+             IncomingEmail(compose(message_id="c@x", in_reply_to="a@x"), imap_uid=3),
+             IncomingEmail(compose(sender="dee@example.com", message_id="d@x"), imap_uid=4)]
+
+    results = [(item.imap_uid, result) for item, result in ingest_batch(inbox, items)]
+
+    assert [uid for uid, _result in results] == [1, 2, 3, 4]
+    assert [r.created for _uid, r in results] == [True, False, True, True]
+    assert "over the limit" in results[1][1].quarantined.error
+    assert results[2][1].message.conversation_id == results[0][1].message.conversation_id
+    assert Message.objects.count() == 3
+    assert Conversation.objects.count() == 2
+    assert _stored_files(media_root) == _named_by_rows()
+    assert connection.get_autocommit()
