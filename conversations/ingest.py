@@ -209,7 +209,7 @@ def ingest_batch(
                     continue
                 if meanwhile is not None:
                     meanwhile()
-                while sent and sent[0].commit is not None and sent[0].commit.committed:
+                while sent and sent[0].committed:
                     yield _finish(sent.popleft())
                 continue
             resume = pipeline is not None
@@ -241,6 +241,10 @@ class _Sent:
     result: IngestResult | None = None
     stored: _Stored | None = None  # None: found to be a duplicate
     commit: Commit | None = None  # None: its transaction did not get as far as its COMMIT
+
+    @property
+    def committed(self) -> bool:
+        return self.commit is not None and self.commit.committed
 
 
 def _send(pipeline: TransactionPipeline, inbox: Inbox, item: IncomingEmail, parsed: ParsedEmail, lookups: Lookups,
@@ -278,7 +282,7 @@ def _settle(pipeline: TransactionPipeline, sent: deque[_Sent], inbox: Inbox, ids
     # A message is yielded only if its own COMMIT said so. When the connection broke, whether
     # the rest committed is unknown: their files stay (an orphan file at worst, never a row
     # without its file) and the caller, not moving its cursor, offers them again.
-    while sent and sent[0].commit is not None and sent[0].commit.committed:
+    while sent and sent[0].committed:
         yield _finish(sent.popleft())
     redo = list(sent)
     sent.clear()

@@ -233,13 +233,10 @@ class Commit:
         self._cursor = None  # the driver cursor that ran the COMMIT
 
     @property
-    def answered(self) -> bool:
-        return self._cursor is not None and self._cursor.statusmessage is not None
-
-    @property
     def committed(self) -> bool:
-        # A COMMIT in an aborted transaction answers "ROLLBACK"; one skipped after an error has no answer.
-        return self.answered and self._cursor.statusmessage == "COMMIT"
+        # A COMMIT in an aborted transaction answers "ROLLBACK"; one not answered yet, or
+        # skipped after an error, has no status.
+        return self._cursor is not None and self._cursor.statusmessage == "COMMIT"
 
 
 class TransactionPipeline:
