@@ -25,7 +25,10 @@ system-deps:
 
 test: $(STAMP) system-deps
 	$(PY) -m ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@# The browser tests run on their own: Playwright's sync API keeps an event loop running in
+	@# the main thread for the whole session, which every async_to_sync after it would refuse.
+	$(PY) -m pytest --ignore=tests/browser $(PYTEST_ARGS)
+	$(PY) -m pytest tests/browser $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

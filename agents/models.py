@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -22,6 +24,7 @@ class Presence(models.TextChoices):
 
 
 class Agent(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     kind = models.CharField(max_length=10, choices=AgentKind.choices, default=AgentKind.HUMAN)
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="agent"
@@ -33,6 +36,12 @@ class Agent(models.Model):
     )
     presence = models.CharField(max_length=10, choices=Presence.choices, default=Presence.OFFLINE)
     presence_changed_at = models.DateTimeField(null=True, blank=True)
+    enabled = models.BooleanField(
+        default=True, help_text="A disabled agent is assigned nothing (AI agents are online while enabled)."
+    )
+    last_assigned_at = models.DateTimeField(
+        null=True, blank=True, help_text="When routing last gave this agent a conversation."
+    )
     # AI backends: an OpenAI-compatible endpoint, a model name and a key kept encrypted.
     ai_base_url = models.URLField(blank=True)
     ai_model = models.CharField(max_length=120, blank=True)

@@ -54,8 +54,8 @@ def peak_rss_mb(pid: int | str = "self") -> float:
 
 
 def helper_peak_rss_mb() -> float:
-    """The parse helper's peak (conversations.parse_pool): the worker's memory includes it."""
-    from conversations import parse_pool
+    """The parse helper's peak (inboxes.mailformat.parse_pool): the worker's memory includes it."""
+    from inboxes.mailformat import parse_pool
 
     helper = parse_pool._helper
     return peak_rss_mb(helper.process.pid) if helper is not None and helper.process.poll() is None else 0.0
@@ -202,9 +202,9 @@ def fetch_and_parse(server, username: str, password: str) -> tuple[int, float]:
 def whole_path(inbox_id: int, total: int) -> tuple[float, float, tuple[float, float], list[str]]:
     from django.db import close_old_connections
 
-    from conversations import events
+    from conversations.incoming.polling import poll_inbox
+    from conversations.live import events
     from conversations.models import Message
-    from conversations.polling import poll_inbox
 
     # One poll takes in the whole backlog, as the first poll after an outage does (the time
     # budget is lifted in setup_django). The sampler reads the progress from the database.
@@ -232,8 +232,8 @@ def whole_path(inbox_id: int, total: int) -> tuple[float, float, tuple[float, fl
 def big_attachment(server, account: tuple[str, str], inbox_id: int, size: int) -> dict:
     from mail_corpus import big_attachment_message
 
+    from conversations.incoming.polling import poll_inbox
     from conversations.models import Attachment
-    from conversations.polling import poll_inbox
 
     raw = big_attachment_message(size)
     server.append(*account, [raw])

@@ -112,7 +112,7 @@ def _rows(port: int):
 
 
 def _queue(conversation, agent, n: int) -> list[int]:
-    from conversations.replies import queue_reply
+    from conversations.outgoing.replies import queue_reply
 
     text = "Thank you for your message. " * 20
     return [queue_reply(conversation, author=agent, text=f"{text}\nReply {i}").pk for i in range(n)]
@@ -130,7 +130,7 @@ def measure_raw(conversation, agent, n: int, port: int) -> float:
     from django.db import transaction
 
     from conversations.models import Message
-    from conversations.outgoing import build_email, envelope_recipients, mime_message
+    from conversations.outgoing.compose import build_email, envelope_recipients, mime_message
 
     prepared = []
     with transaction.atomic():

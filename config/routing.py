@@ -2,6 +2,6 @@
 
 from django.urls import path
 
-from conversations.consumers import ConsoleConsumer
+from conversations.live.consumers import ConsoleConsumer
 
 websocket_urlpatterns = [path("ws/console/", ConsoleConsumer.as_asgi())]

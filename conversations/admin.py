@@ -1,19 +1,26 @@
-from django.contrib import admin
+from typing import Any
+
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from conversations.ingest import discard_quarantined, retry_quarantined
+from agents.models import AgentKind
+from conversations import actions
+from conversations.incoming.ingest import discard_quarantined, retry_quarantined
 from conversations.models import (
     Attachment,
+    AutomaticReplyRefusal,
     CannedResponse,
     Contact,
     Conversation,
+    ConversationActivity,
     Message,
     QuarantinedMessage,
     QuarantineStatus,
 )
+from conversations.routing.handoff import hand_off
 
 
 @admin.register(Contact)
@@ -30,15 +37,79 @@ class MessageInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
 
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class ActivityInline(admin.TabularInline):
+    model = ConversationActivity
+    fields = ["created_at", "actor_label", "verb", "details"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
+    """Conversations come from mail; a manager changes them only through the actions."""
+
     list_display = ["subject", "inbox", "contact", "status", "assignee", "priority", "last_message_at"]
     list_filter = ["status", "priority", "inbox", "department", "archived"]
     search_fields = ["subject", "contact__address", "public_id"]
-    raw_id_fields = ["contact", "assignee", "previous"]
-    readonly_fields = ["public_id", "created_at", "updated_at"]
-    inlines = [MessageInline]
+    raw_id_fields = ["assignee"]
+    # What the actions change; everything else is the mail's record.
+    editable = ("subject", "status", "priority", "department", "assignee")
+    readonly_fields = ["public_id", "inbox", "contact", "previous", "archived", "routing_reason", "created_at",
+                       "updated_at", "last_message_at", "closed_at", "assigned_at", "queued_at"]
+    inlines = [MessageInline, ActivityInline]
+    actions = ["hand_off_to_a_person"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Hand off the selected AI agents' conversations to a person", permissions=["change"])
+    def hand_off_to_a_person(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
+        """Each one goes to its department's human queue with a note naming the manager."""
+        handed, skipped = 0, 0
+        for conversation in queryset.select_related("assignee"):
+            if conversation.assignee is None or conversation.assignee.kind != AgentKind.AI:
+                skipped += 1
+                continue
+            hand_off(conversation, f"{request.user.get_username()} handed it over from the admin")
+            handed += 1
+        if handed:
+            self.message_user(request, f"Handed {handed} conversation(s) to the human queue.", level=messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"Left {skipped} conversation(s) alone: they are not assigned to an AI agent.",
+                              level=messages.WARNING)
+
+    def save_model(self, request: HttpRequest, obj: Conversation, form: Any, change: bool) -> None:
+        """Each changed field goes through its action, which records the manager and sends the events."""
+        changed = set(form.changed_data)
+        current = Conversation.objects.get(pk=obj.pk)
+        by = request.user
+        try:
+            if "subject" in changed:
+                actions.set_subject(current, obj.subject, by=by)
+            if "status" in changed:
+                actions.set_status(current, obj.status, by=by)
+            if "priority" in changed:
+                actions.set_priority(current, obj.priority, by=by)
+            if "department" in changed:
+                current = actions.transfer(current, obj.department, by=by)
+            if "assignee" in changed:
+                if obj.assignee is None:
+                    actions.unassign(current, by=by)
+                else:
+                    actions.assign(current, obj.assignee, by=by)
+        except actions.ActionError as error:
+            self.message_user(request, " ".join(error.messages), level=messages.ERROR)
+
+    def get_fields(self, request: HttpRequest, obj: Conversation | None = None) -> list[str]:
+        return [*self.editable, *self.readonly_fields]
 
 
 class AttachmentInline(admin.TabularInline):
@@ -46,6 +117,10 @@ class AttachmentInline(admin.TabularInline):
     fields = ["filename", "content_type", "size", "inline", "content_id"]
     readonly_fields = fields
     extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 class RawDownload:
@@ -86,29 +161,43 @@ class MessageAdmin(RawDownload, admin.ModelAdmin):
     list_display = [
         "subject", "inbox", "direction", "kind", "from_address", "delivery_status", "is_automatic", "created_at",
     ]
-    list_filter = ["direction", "kind", "delivery_status", "is_automatic", "message_id_conflict", "too_large"]
+    list_filter = ["direction", "kind", "delivery_status", "sent_copy_status", "is_automatic", "message_id_conflict",
+                   "too_large"]
     search_fields = ["subject", "from_address", "message_id", "public_id"]
     raw_id_fields = ["conversation", "author"]
-    readonly_fields = ["public_id", "download", "raw_sha256", "raw_size", "content_hash", "delivery_history"]
+    readonly_fields = ["public_id", "download", "raw_sha256", "raw_size", "content_hash", "delivery_history",
+                       "sent_copy_status", "sent_copy_attempts", "sent_copy_next_attempt_at", "sent_copy_error"]
     exclude = ["raw"]
     inlines = [AttachmentInline]
     actions = ["resend"]
 
-    @admin.action(description="Resend selected uncertain or failed replies (same Message-ID)")
-    def resend(self, request, queryset):
-        from conversations.delivery import resend_message
+    # Messages are the record of what arrived and what left: read-only here. Replies and notes
+    # are written by the actions (console, API), never by hand.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
 
-        ids = queryset.filter(delivery_status__in=["uncertain", "failed"]).values_list("pk", flat=True)
-        resent = sum(resend_message(pk, by=request.user.get_username()) for pk in ids)
+    def has_change_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
+        return False
+
+    @admin.action(description="Resend selected uncertain or failed replies (same Message-ID)", permissions=["view"])
+    def resend(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        resent = sum(actions.resend(message, by=request.user)
+                     for message in queryset.select_related("conversation")
+                     .filter(delivery_status__in=["uncertain", "failed"]))
         skipped = queryset.count() - resent
         self.message_user(request, f"{resent} queued again; {skipped} skipped (not uncertain or failed).")
 
 
 @admin.register(CannedResponse)
 class CannedResponseAdmin(admin.ModelAdmin):
-    list_display = ["title", "department", "updated_at"]
-    list_filter = ["department"]
+    list_display = ["title", "scope", "updated_at"]
+    list_filter = [("department", admin.EmptyFieldListFilter), "department"]
+    list_select_related = ["department"]
     search_fields = ["title", "body"]
+
+    @admin.display(description="For", ordering="department__name")
+    def scope(self, canned: CannedResponse) -> str:
+        return canned.department.name if canned.department_id else "Shared (every department)"
 
 
 @admin.register(QuarantinedMessage)
@@ -117,6 +206,8 @@ class QuarantinedMessageAdmin(RawDownload, admin.ModelAdmin):
 
     list_display = ["inbox", "error", "status", "imap_uid", "raw_size", "created_at", "download"]
     list_filter = ["status", "inbox"]
+    search_fields = ["error"]
+    date_hierarchy = "created_at"
     readonly_fields = [f.name for f in QuarantinedMessage._meta.fields if f.name != "raw"] + ["download"]
     exclude = ["raw"]
     actions = ["retry", "discard"]
@@ -142,3 +233,23 @@ class QuarantinedMessageAdmin(RawDownload, admin.ModelAdmin):
         for row_id in row_ids:
             discard_quarantined(row_id)
         self.message_user(request, f"{len(row_ids)} discarded.")
+
+
+@admin.register(AutomaticReplyRefusal)
+class AutomaticReplyRefusalAdmin(admin.ModelAdmin):
+    """What the loop guard did not send, and why: a record, read only."""
+
+    list_display = ["created_at", "inbox", "kind", "rule", "reason", "message"]
+    list_filter = ["kind", "rule", "inbox"]
+    search_fields = ["reason", "message__from_address", "message__subject"]
+    list_select_related = ["inbox", "message"]
+    readonly_fields = ["inbox", "conversation", "message", "kind", "rule", "reason", "created_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AutomaticReplyRefusal | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AutomaticReplyRefusal | None = None) -> bool:
+        return False

@@ -31,6 +31,7 @@ def attachment_upload_to(instance: models.Model, filename: str) -> str:
 class Contact(models.Model):
     """A customer, identified by the parsed address — never by the display name."""
 
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     address = models.EmailField(max_length=320)
     name = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -79,11 +80,18 @@ class Conversation(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     last_message_at = models.DateTimeField(default=timezone.now)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # Routing: why the conversation is where it is (shown to agents), since when.
+    routing_reason = models.CharField(max_length=255, blank=True)
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True,
+                                     help_text="When it started waiting in its department's queue.")
 
     class Meta:
         ordering = ["-last_message_at"]
         indexes = [
             models.Index(fields=["department", "status", "-last_message_at"]),
+            # The API's and console's lists: a department's page in order, whatever the status.
+            models.Index(fields=["department", "-last_message_at", "-id"], name="conversation_department_recent"),
             models.Index(fields=["inbox", "contact"]),
         ]
 
@@ -107,6 +115,16 @@ class DeliveryStatus(models.TextChoices):
     SENT = "sent", "Sent"
     FAILED = "failed", "Failed"
     UNCERTAIN = "uncertain", "Uncertain: the server may have it"
+    BOUNCED = "bounced", "Bounced"
+
+
+class SentCopyStatus(models.TextChoices):
+    """Whether the copy of a sent reply is in the mailbox's Sent folder (inboxes that save one)."""
+
+    NONE = "", "Not saved (the inbox keeps no copy)"
+    PENDING = "pending", "Pending: to be saved, or tried again"
+    STORED = "stored", "Stored in the Sent folder"
+    FAILED = "failed", "Failed: no copy in the Sent folder"
 
 
 class Message(models.Model):
@@ -153,6 +171,12 @@ class Message(models.Model):
     content_hash = models.CharField(max_length=64, blank=True, help_text="Hash of what makes the message itself.")
 
     is_automatic = models.BooleanField(default=False)
+    new_participant = models.BooleanField(
+        default=False, help_text="Its sender was not yet part of the conversation its headers threaded it into.",
+    )
+    display_name_has_address = models.BooleanField(
+        default=False, help_text="The sender's display name holds an email address, maybe not the real one.",
+    )
     automatic_reason = models.CharField(max_length=255, blank=True)
     too_large = models.BooleanField(default=False)
     parse_problems = models.TextField(blank=True, help_text="What the parser had to repair.")
@@ -162,6 +186,9 @@ class Message(models.Model):
     imap_folder = models.CharField(max_length=255, blank=True)
     imap_uidvalidity = models.BigIntegerField(null=True, blank=True)
     imap_uid = models.BigIntegerField(null=True, blank=True)
+    duplicate_deliveries = models.JSONField(
+        default=list, blank=True, help_text='Later deliveries skipped as copies: [{"folder", "uidvalidity", "uid"}].',
+    )
 
     # Outgoing delivery: queued → sending → sent | failed | uncertain, by conditional updates.
     delivery_status = models.CharField(max_length=10, choices=DeliveryStatus.choices, blank=True)
@@ -177,6 +204,11 @@ class Message(models.Model):
         null=True, blank=True, help_text="Set just before the message data is handed to the server."
     )
     delivered_at = models.DateTimeField(null=True, blank=True)
+    # The copy in the Sent folder (IMAP APPEND), retried with a backoff; never a second SMTP send.
+    sent_copy_status = models.CharField(max_length=10, choices=SentCopyStatus.choices, blank=True, default="")
+    sent_copy_attempts = models.PositiveSmallIntegerField(default=0)
+    sent_copy_next_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_copy_error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -190,6 +222,13 @@ class Message(models.Model):
             # A drain's next replies: an inbox's queued rows in order, without reading its history.
             models.Index(fields=["inbox", "id"], condition=models.Q(delivery_status="queued"),
                          name="message_queued_per_inbox"),
+            # The loop guard's per-inbox hourly count; only automatic outgoing rows enter it,
+            # so storing incoming mail never updates it.
+            models.Index(fields=["inbox", "created_at"], condition=models.Q(direction="out", is_automatic=True),
+                         name="message_automatic_sent"),
+            # Sent copies still to save: the retry finds them without reading every message.
+            models.Index(fields=["sent_copy_next_attempt_at"], condition=models.Q(sent_copy_status="pending"),
+                         name="message_sent_copy_pending"),
         ]
 
     def __str__(self) -> str:
@@ -211,12 +250,37 @@ class Attachment(models.Model):
         return self.filename or str(self.public_id)
 
 
+class ConversationActivity(models.Model):
+    """Who did what to a conversation, written by the action that did it (conversations.actions)."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="activities")
+    verb = models.CharField(max_length=40)
+    actor_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    actor_agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_label = models.CharField(max_length=255, blank=True, help_text="Who, in words: a name, or 'routing'.")
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "conversation activities"
+
+    def __str__(self) -> str:
+        return f"{self.actor_label or 'system'} {self.verb}"
+
+
 class CannedResponse(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     title = models.CharField(max_length=200)
     body = models.TextField()
     department = models.ForeignKey(
         Department, null=True, blank=True, on_delete=models.CASCADE, related_name="canned_responses",
         help_text="Empty: every department can use it.",
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="canned_responses",
+        help_text="Set: a personal response, seen by its owner only.",
     )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -265,3 +329,28 @@ class QuarantinedMessage(models.Model):
 
     def __str__(self) -> str:
         return f"Quarantined message {self.public_id}: {self.error[:60]}"
+
+
+class AutomaticReplyRefusal(models.Model):
+    """An automatic message (an acknowledgement, an AI reply) the loop guard did not send, and why."""
+
+    inbox = models.ForeignKey(Inbox, on_delete=models.CASCADE, related_name="automatic_refusals")
+    conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.CASCADE,
+                                     related_name="automatic_refusals")
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="automatic_refusals",
+                                help_text="The incoming message it would have answered.")
+    kind = models.CharField(max_length=32, help_text="What would have been sent: acknowledgement, ai_reply, ...")
+    rule = models.CharField(max_length=32, help_text="The loop guard's rule that refused it.")
+    reason = models.CharField(max_length=255)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # A task run twice (acks_late redelivery) records its refusal once.
+            models.UniqueConstraint(fields=["message", "kind"], name="automatic_refusal_once_per_message"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} refused: {self.reason}"

@@ -6,7 +6,11 @@ what to do (inboxes.imap_errors). Rules it keeps, because mail is lost or duplic
 
 - messages are found by UID, never by sequence number, UNSEEN or a date window alone;
 - bodies are fetched with BODY.PEEK, so reading never sets \\Seen;
-- nothing is ever deleted or expunged: a "move" without the MOVE extension is a COPY.
+- nothing is ever deleted or expunged: a "move" without the MOVE extension is a COPY;
+- nothing the server sends is held unless it fits: imaplib reads a declared literal in one call
+  (`{2147483647}` would make it read and hold 2 GB), so the client refuses a literal over the
+  inbox's message-size limit plus headroom, a line over imaplib's 1 MB, and an answer to one
+  command over twice a batch, before reading it (see `_BoundedReads`).
 """
 
 from __future__ import annotations
@@ -23,14 +27,22 @@ from django.conf import settings
 from imap_tools import BaseMailBox, MailBox, MailBoxUnencrypted
 from imap_tools.imap_utf7 import utf7_encode
 
-from inboxes.imap_errors import ErrorKind, ImapError, classify
+from inboxes.imap_errors import ErrorKind, ImapError, ResponseTooLarge, classify, is_throttling, refused, throttled
 from inboxes.models import AuthMethod, Inbox, Security
-from inboxes.tls import client_context
+from inboxes.tls import client_context, imap_context
 
-# UID SEARCH over a window of this many UIDs at a time: imaplib refuses response lines longer
-# than 1 MB (imaplib._MAXLINE), which an unbounded search of a big folder would exceed.
+# UID SEARCH over a window of this many UIDs at a time: a line may not be longer than 1 MB
+# (_LINE_LIMIT), which an unbounded search of a big folder would exceed.
 SEARCH_WINDOW = 50_000
 _FETCH_META_CHUNK = 1_000
+
+# A literal may exceed the message-size limit by this much (or a tenth of it, if more): servers
+# count sizes slightly differently (line ends, a header they add on the way out).
+_LITERAL_HEADROOM = 1024 * 1024
+_LINE_LIMIT = 1_000_000  # imaplib's own _MAXLINE, which imap_tools raises to 20 MB on import
+# Lines in answer to one command: a thousand messages' sizes is the most a poll asks for at
+# once. Each line kept costs more memory than its bytes, so they are counted too.
+_LINES_PER_ANSWER = 100_000
 
 _UID = re.compile(rb"\bUID (\d+)")
 _SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
@@ -75,12 +87,100 @@ def authenticator(inbox: Inbox) -> Callable[[BaseMailBox], None]:
     )
 
 
+@dataclass(frozen=True)
+class ReadLimits:
+    literal: int  # the largest single item (a message's bytes) read into memory
+    response: int  # the most read in answer to one command
+
+    @classmethod
+    def for_inbox(cls, inbox: Inbox) -> ReadLimits:
+        message_limit = inbox.max_message_bytes or settings.MAX_MESSAGE_BYTES
+        literal = message_limit + max(_LITERAL_HEADROOM, message_limit // 10)
+        # A batch's FETCH answer holds up to POLL_BATCH_BYTES (or one message alone, if larger);
+        # twice that leaves room for servers whose RFC822.SIZE undercounts.
+        return cls(literal=literal, response=2 * max(settings.POLL_BATCH_BYTES, literal))
+
+
+class _BoundedReads:
+    """imaplib's reads, refusing what does not fit before reading it, then closing the socket."""
+
+    file: object
+
+    def __init__(self, *args: object, limits: ReadLimits, **kwargs: object) -> None:
+        self.limits = limits
+        self._received = self._lines = 0  # since the last command (the greeting counts as one answer)
+        super().__init__(*args, **kwargs)
+
+    def _command(self, name: str, *args: object) -> bytes:
+        self._received = self._lines = 0
+        return super()._command(name, *args)
+
+    def read(self, size: int) -> bytes:
+        if size > self.limits.literal:
+            self._refuse(f"announced a single item of {size:,} bytes, more than this inbox accepts "
+                         f"({self.limits.literal:,} bytes: its largest message plus headroom)")
+        self._count(size)
+        return super().read(size)
+
+    def readline(self) -> bytes:
+        line = self.file.readline(_LINE_LIMIT + 1)
+        if len(line) > _LINE_LIMIT:
+            self._refuse(f"sent a line of more than {_LINE_LIMIT:,} bytes without a line end")
+        self._lines += 1
+        if self._lines > _LINES_PER_ANSWER:
+            self._refuse(f"sent more than {_LINES_PER_ANSWER:,} lines in answer to one command")
+        self._count(len(line))
+        return line
+
+    def _count(self, size: int) -> None:
+        self._received += size
+        if self._received > self.limits.response:
+            self._refuse(f"sent more than {self.limits.response:,} bytes in answer to one command")
+
+    def _refuse(self, what: str) -> None:
+        # Whatever the server meant to send next is still on the socket: nothing may read it.
+        with contextlib.suppress(Exception):
+            self.shutdown()
+        raise ResponseTooLarge(
+            f"The server {what}. Switchboard stopped reading and closed the connection. If the server "
+            "really holds a message that large, raise the inbox's maximum message size; otherwise the "
+            "server is misbehaving.")
+
+
+class _BoundedIMAP4(_BoundedReads, imaplib.IMAP4):
+    pass
+
+
+class _BoundedIMAP4SSL(_BoundedReads, imaplib.IMAP4_SSL):
+    pass
+
+
+class _BoundedMailBox(MailBox):
+    def __init__(self, host: str, port: int, *, limits: ReadLimits, **kwargs: object) -> None:
+        self._limits = limits  # before super(): it connects
+        super().__init__(host, port, **kwargs)
+
+    def _get_mailbox_client(self) -> imaplib.IMAP4:
+        return _BoundedIMAP4SSL(self._host, self._port, ssl_context=self._ssl_context, timeout=self._timeout,
+                                limits=self._limits)
+
+
+class _BoundedMailBoxUnencrypted(MailBoxUnencrypted):
+    def __init__(self, host: str, port: int, *, limits: ReadLimits, **kwargs: object) -> None:
+        self._limits = limits
+        super().__init__(host, port, **kwargs)
+
+    def _get_mailbox_client(self) -> imaplib.IMAP4:
+        return _BoundedIMAP4(self._host, self._port, timeout=self._timeout, limits=self._limits)
+
+
 def _open(inbox: Inbox) -> BaseMailBox:
     timeout = settings.IMAP_TIMEOUT  # imaplib keeps it on the socket: it bounds every command too
-    host, port = inbox.imap_host, inbox.imap_port
+    host, port, limits = inbox.imap_host, inbox.imap_port, ReadLimits.for_inbox(inbox)
     if inbox.imap_security == Security.IMPLICIT_TLS:
-        return MailBox(host, port, timeout=timeout, ssl_context=ssl_context(inbox.imap_verify_cert))
-    mailbox = MailBoxUnencrypted(host, port, timeout=timeout)
+        return _BoundedMailBox(host, port, timeout=timeout, ssl_context=imap_context(inbox),
+                               limits=limits)
+    mailbox = _BoundedMailBoxUnencrypted(host, port, timeout=timeout, limits=limits)
     if inbox.imap_security == Security.STARTTLS:
         if "STARTTLS" not in mailbox.client.capabilities:
             # Never fall back to plaintext: close before anything secret is sent.
@@ -92,7 +192,7 @@ def _open(inbox: Inbox) -> BaseMailBox:
                 "(it never sends a password unencrypted). Check the port, or choose implicit TLS "
                 "(usually port 993).",
             )
-        typ, data = mailbox.client.starttls(ssl_context(inbox.imap_verify_cert))
+        typ, data = mailbox.client.starttls(imap_context(inbox))
         if typ != "OK":
             raise ImapError(ErrorKind.TLS, "start TLS", f"The server refused STARTTLS: {data!r}.")
     return mailbox
@@ -111,6 +211,8 @@ class ImapSession:
     def select(self, folder: str) -> FolderState:
         with classify("open the folder", folder=folder):
             typ, data = self.client.select(_quote(folder), readonly=False)
+            if typ != "OK" and is_throttling(_text(data)):
+                raise throttled("open the folder", _text(data))
             if typ != "OK":
                 raise ImapError(
                     ErrorKind.FOLDER_MISSING, "open the folder",
@@ -135,7 +237,7 @@ class ImapSession:
                 high = "*" if upper is None else str(min(upper, low + SEARCH_WINDOW - 1))
                 typ, data = self.client.uid("SEARCH", f"UID {low}:{high} {criteria}")
                 if typ != "OK":
-                    raise ImapError(ErrorKind.PROTOCOL, "search the folder", f"The server said: {_text(data)}.")
+                    raise refused("search the folder", _text(data))
                 # "n:*" always includes the highest UID even when it is below n (RFC 3501 6.4.8).
                 found.extend(uid for uid in map(int, (data[0] or b"").split()) if uid > after_uid)
                 if high == "*":
@@ -296,4 +398,4 @@ def _text(data: object) -> str:
 
 def _check(typ: str, data: list, step: str) -> None:
     if typ != "OK":
-        raise ImapError(ErrorKind.PROTOCOL, step, f"The server said: {_text(data)}.")
+        raise refused(step, _text(data))

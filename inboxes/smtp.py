@@ -12,32 +12,26 @@ different responses from whoever sends:
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import io
-import random
-import re
-import select
 import smtplib
+import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from email._policybase import Compat32
-from email.generator import BytesGenerator
 from email.message import Message as MIMEMessage
 from typing import Any
 
 from django.conf import settings
 
 from inboxes.models import AuthMethod, Inbox, Security
-from inboxes.tls import client_context
+from inboxes.smtp_flatten import flatten, needs_smtputf8
+from inboxes.smtp_pipelining import PLAIN_ADDRESS, Replies, run_meanwhile, sendmail_pipelined
+from inboxes.tls import client_context, smtp_context
 
 # A reused connection idle longer than this is replaced: servers drop idle clients (RFC 5321
 # allows 5 minutes, many cut sooner) and a dead socket would cost a failed attempt.
 POOL_IDLE_SECONDS = 20.0
-# An answer to pipelined commands slower than this gives `send(meanwhile=...)` its turn.
-SLOW_REPLY_SECONDS = 0.02
 
 
 class DeliveryError(Exception):
@@ -59,6 +53,13 @@ class TLSError(TransientError):
 
 class PermanentError(DeliveryError):
     """The server refused the message; trying again will not help."""
+
+
+class AuthenticationError(PermanentError):
+    """The server refused the inbox's login, or requires one: no message goes until the settings are fixed.
+
+    Permanent for the attempt, not for the message: a sender keeps its messages queued.
+    """
 
 
 class DataSentNoAnswer(DeliveryError):
@@ -93,7 +94,7 @@ class _Tracking:
     # `following`); their replies are still to be read.
     pending_envelope: tuple[str, tuple[str, ...]] | None = None
     awaiting_data = False
-    replies: _Replies | None = None
+    replies: Replies | None = None
     data_handed_over = False
     last_reply = ""
     _in_data = False
@@ -134,17 +135,13 @@ class _SMTP_SSL(_Tracking, smtplib.SMTP_SSL):
 def _connect(inbox: Inbox, timeout: float) -> smtplib.SMTP:
     host, port = inbox.smtp_host, inbox.smtp_port
     try:
-        if inbox.smtp_security == Security.IMPLICIT_TLS:
-            client: smtplib.SMTP = _SMTP_SSL(host, port, timeout=timeout,
-                                             context=tls_context(inbox.smtp_verify_cert))
-        else:
-            client = _SMTP(host, port, timeout=timeout)
+        client = _greeted(inbox, timeout)
         client.ehlo()
         if inbox.smtp_security == Security.STARTTLS:
             if not client.has_extn("starttls"):
                 client.close()
                 raise TLSError(f"{host}:{port} does not offer STARTTLS; refusing to continue in plaintext.")
-            client.starttls(context=tls_context(inbox.smtp_verify_cert))
+            client.starttls(context=smtp_context(inbox))
             client.ehlo()
         _login(client, inbox)
     except DeliveryError:
@@ -154,15 +151,83 @@ def _connect(inbox: Inbox, timeout: float) -> smtplib.SMTP:
     return client
 
 
+def _greeted(inbox: Inbox, timeout: float) -> smtplib.SMTP:
+    """A connection over which the server's greeting arrived; a silent or garbled one is named plainly.
+
+    A port that speaks the other TLS mode fails in a way that says nothing by itself: an
+    implicit-TLS server (465) waits in silence for a handshake a STARTTLS client never starts,
+    and a plain-text greeting (587, 25) is no TLS record to an implicit-TLS client.
+    """
+    host, port = inbox.smtp_host, inbox.smtp_port
+    implicit = inbox.smtp_security == Security.IMPLICIT_TLS
+    try:
+        if implicit:
+            return _SMTP_SSL(host, port, timeout=timeout, context=smtp_context(inbox))
+        return _SMTP(host, port, timeout=timeout)
+    except ssl.SSLError as exc:
+        if implicit and _speaks_plain_text(host, port, timeout):
+            raise TLSError(f"{host}:{port} answered in plain text, not TLS: the port speaks STARTTLS or plain SMTP "
+                           "(as 587 and 25 usually do), but the inbox is set to implicit TLS. Choose STARTTLS, "
+                           f"or the server's implicit-TLS port (usually 465). ({exc})") from exc
+        raise
+    except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:
+        if not implicit and "timed out" in str(exc) and _speaks_tls(host, port, timeout):
+            raise TLSError(f"{host}:{port} sent no greeting within {timeout:g} s and answers a TLS handshake: the port "
+                           "speaks implicit TLS (as 465 usually does), but the inbox is set to "
+                           f"{inbox.get_smtp_security_display()}. Choose implicit TLS, or the server's STARTTLS "
+                           "port (usually 587).") from exc
+        raise
+
+
+def _speaks_tls(host: str, port: int, timeout: float) -> bool:
+    """Whether host:port completes a TLS handshake; its certificate unchecked, only the protocol is asked."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=min(timeout, 10.0)) as sock, \
+                context.wrap_socket(sock, server_hostname=host):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
+
+
+def _speaks_plain_text(host: str, port: int, timeout: float) -> bool:
+    """Whether host:port greets in plain text, as SMTP does before STARTTLS ("220 ...")."""
+    try:
+        with socket.create_connection((host, port), timeout=min(timeout, 10.0)) as sock:
+            return sock.recv(4).startswith(b"220")
+    except OSError:
+        return False
+
+
 def _login(client: smtplib.SMTP, inbox: Inbox) -> None:
     if not inbox.smtp_username:
         return
-    if inbox.auth_method in (AuthMethod.MICROSOFT, AuthMethod.GOOGLE):
-        # XOAUTH2 with the access token the OAuth flow keeps fresh on the inbox.
-        token = f"user={inbox.smtp_username}\x01auth=Bearer {inbox.oauth_access_token}\x01\x01"
-        client.auth("XOAUTH2", lambda challenge=None: token, initial_response_ok=True)
-    else:
-        client.login(inbox.smtp_username, inbox.smtp_secret)
+    try:
+        if inbox.auth_method in (AuthMethod.MICROSOFT, AuthMethod.GOOGLE):
+            # XOAUTH2 with the access token the OAuth flow keeps fresh on the inbox. A refusal comes as a
+            # challenge holding the error, to be answered with an empty line (then 535).
+            token = f"user={inbox.smtp_username}\x01auth=Bearer {inbox.oauth_access_token}\x01\x01"
+            client.auth("XOAUTH2", lambda challenge=None: token if challenge is None else "",
+                        initial_response_ok=True)
+        else:
+            client.login(inbox.smtp_username, inbox.smtp_secret)
+    except smtplib.SMTPAuthenticationError as exc:
+        if 400 <= exc.smtp_code < 500:  # 454: the server's own trouble; try again later
+            raise
+        reply = f"{exc.smtp_code} {_text(exc.smtp_error)}"
+        raise AuthenticationError(
+            f"{inbox.smtp_host}:{inbox.smtp_port} refused the login for {inbox.smtp_username!r} ({reply}). "
+            "Check the inbox's SMTP username and password (or its authorization); replies wait in the queue "
+            "until the login works.", code=exc.smtp_code, reply=reply) from exc
+    except smtplib.SMTPException as exc:  # no AUTH offered, or no mechanism in common
+        raise AuthenticationError(
+            f"Could not log in to {inbox.smtp_host}:{inbox.smtp_port} as {inbox.smtp_username!r}: {exc}. "
+            "Check the inbox's SMTP settings; replies wait in the queue until the login works.") from exc
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
 
 
 def _pool_key(inbox: Inbox) -> tuple[Any, ...]:
@@ -216,61 +281,6 @@ def close_pool() -> None:
 
 
 # ---------------------------------------------------------------------------
-# Flattening: what smtplib's send_message does, without two costs of the stdlib's general case
-# ---------------------------------------------------------------------------
-class _Compat32(Compat32):
-    """compat32, whose folding of a header that fits on its line is the header unchanged.
-
-    compat32 folds every header through email.header.Header, ~50 µs each; for a single-line
-    ASCII value within the line limit the result is `Name: value` as given (checked against
-    the stdlib's folding in the tests), so that case skips it. Anything else folds as before.
-    """
-
-    def _fold(self, name: str, value: Any, sanitize: bool) -> str:
-        if (isinstance(value, str) and value.isascii() and "\r" not in value and "\n" not in value
-                and (not self.max_line_length or len(name) + 2 + len(value) <= self.max_line_length)):
-            return f"{name}: {value}{self.linesep}"
-        return super()._fold(name, value, sanitize)
-
-
-class _Generator(BytesGenerator):
-    """A BytesGenerator whose multipart boundaries cost no regular expression.
-
-    The stdlib compiles a new pattern per boundary to check the parts do not contain it. Here a
-    boundary of 128 random bits, drawn after the parts are written, is checked against them
-    as a plain substring (stricter than the stdlib's line match) and drawn again if found.
-    As that check makes it safe, the bits come from `random`, as the stdlib's boundaries do,
-    not from a system call to the kernel's generator each.
-    """
-
-    @classmethod
-    def _make_boundary(cls, text: Any = None) -> str:
-        while True:
-            boundary = f"=_sb_{random.getrandbits(128):032x}"
-            marker = "--" + boundary
-            if text is None or (marker.encode() if isinstance(text, bytes) else marker) not in text:
-                return boundary
-
-
-def needs_smtputf8(envelope_from: str, recipients: Sequence[str]) -> bool:
-    """Whether an address of the envelope is not ASCII: then smtplib's SMTPUTF8 path sends it."""
-    return not "".join([envelope_from, *recipients]).isascii()
-
-
-def flatten(message: MIMEMessage) -> bytes:
-    """The bytes smtplib's send_message would send for an ASCII envelope: CRLF, without Bcc."""
-    policy = message.policy
-    if type(policy) is Compat32:
-        policy = _Compat32().clone(**vars(policy))
-    outgoing = copy.copy(message)
-    del outgoing["Bcc"]
-    del outgoing["Resent-Bcc"]
-    with io.BytesIO() as buffer:
-        _Generator(buffer, policy=policy).flatten(outgoing, linesep="\r\n")
-        return buffer.getvalue()
-
-
-# ---------------------------------------------------------------------------
 # Sending
 # ---------------------------------------------------------------------------
 def send(inbox: Inbox, message: MIMEMessage | None, *, envelope_from: str, recipients: Sequence[str],
@@ -280,9 +290,9 @@ def send(inbox: Inbox, message: MIMEMessage | None, *, envelope_from: str, recip
     """Send `message` to exactly `recipients`, flattened (CRLF, without Bcc; smtplib dot-stuffs).
 
     `before_data` runs just before the first byte of the message data goes out. With `reuse`,
-    the connection is kept for the next send from this process. `data`: `flatten(message)`,
-    made beforehand (queue_reply composes it when the reply is queued); then `message` may be
-    None, unless the envelope needs SMTPUTF8.
+    the connection is kept for the next send from this process. `data`: the bytes to send,
+    made beforehand (queue_reply composes them when the reply is queued); then `message` may
+    be None. Without `data`, `message` is flattened here.
     `meanwhile` runs at most once, while the server is slow (SLOW_REPLY_SECONDS) to answer
     pipelined commands, or before a new connection or an exchange without PIPELINING.
     `following`: the envelope (sender, recipients) of the message the caller sends next on this
@@ -337,16 +347,16 @@ def _transaction(inbox: Inbox, client: smtplib.SMTP, message: MIMEMessage | None
     try:
         if not needs_smtputf8(envelope_from, recipients):
             data = flatten(message) if data is None else data
-            if client.has_extn("pipelining") and all(map(_PLAIN_ADDRESS.fullmatch, [envelope_from, *recipients])):
-                if not (reuse and following and all(map(_PLAIN_ADDRESS.fullmatch, [following[0], *following[1]]))):
+            if client.has_extn("pipelining") and all(map(PLAIN_ADDRESS.fullmatch, [envelope_from, *recipients])):
+                if not (reuse and following and all(map(PLAIN_ADDRESS.fullmatch, [following[0], *following[1]]))):
                     following = None
-                refused = _sendmail_pipelined(client, envelope_from, recipients, data, following)
+                refused = sendmail_pipelined(client, envelope_from, recipients, data, following)
             else:
-                _run_meanwhile(client)
+                run_meanwhile(client)
                 refused = client.sendmail(envelope_from, list(recipients), data)
-        else:  # SMTPUTF8, which smtplib negotiates
-            _run_meanwhile(client)
-            refused = client.send_message(message, from_addr=envelope_from, to_addrs=list(recipients))
+        else:
+            run_meanwhile(client)
+            refused = _sendmail_smtputf8(client, envelope_from, recipients, data, message)
     except Exception as exc:
         error = _classify(exc, handed_over=client.data_handed_over)
         if isinstance(exc, smtplib.SMTPServerDisconnected) and not client.data_handed_over:
@@ -364,147 +374,15 @@ def _transaction(inbox: Inbox, client: smtplib.SMTP, message: MIMEMessage | None
     return result
 
 
-# An address smtplib would send as `<address>` unchanged: no quoting, no spaces, no controls.
-_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
-
-
-def _sendmail_pipelined(client: smtplib.SMTP, envelope_from: str, recipients: Sequence[str], data: bytes,
-                        following: tuple[str, Sequence[str]] | None = None) -> dict[str, tuple[int, bytes]]:
-    """smtplib's sendmail in two round trips instead of 3 + recipients, for a server that offers PIPELINING.
-
-    MAIL, every RCPT and DATA go out in one write (RFC 2920, DATA last). The message goes out
-    only after a 354, and only when the sender and at least one recipient were accepted;
-    `before_data` runs just before it, as in smtplib's data().
-    With `following`, the next message's MAIL, RCPT and DATA ride behind this one's data: the
-    whole exchange is then one round trip. Failures raise what sendmail raises, so they are
-    classified alike, and _transaction closes the connection, as after any failed send.
-    """
-    if client.replies is None:
-        client.replies = _Replies(client)
-    reader = client.replies
-    commands = _envelope_commands(envelope_from, recipients, len(data) if client.has_extn("size") else None)
-    if client.pending_envelope is None:
-        client.send(commands)
-    else:  # they went out behind the previous message (send() checked they are this message's)
-        client.pending_envelope = None
-    slow_after = time.monotonic() + SLOW_REPLY_SECONDS
-    replies = []
-    for _ in range(len(recipients) + 2):
-        if client.meanwhile is not None and not reader.ready(slow_after - time.monotonic()):
-            _run_meanwhile(client)  # the server is thinking (a slow RCPT check, a tarpit): use the time
-        try:
-            replies.append(reader.next())
-        except smtplib.SMTPServerDisconnected:
-            if replies and replies[-1][0] == 421:  # the server said why it hung up
-                raise smtplib.SMTPResponseException(*replies[-1]) from None
-            raise
-    (mail_code, mail_reply), (data_code, data_reply) = replies[0], replies[-1]
-    refused = {address: reply for address, reply in zip(recipients, replies[1:-1], strict=True)
-               if reply[0] not in (250, 251)}
-    if mail_code != 250 or len(refused) == len(recipients) or data_code != 354:
-        if data_code == 354:  # a server that takes DATA with nobody to deliver to gets an empty message
-            client.send(b".\r\n")
-            reader.next()
-        if mail_code != 250:
-            raise smtplib.SMTPSenderRefused(mail_code, mail_reply, envelope_from)
-        if len(refused) == len(recipients):
-            raise smtplib.SMTPRecipientsRefused(refused)
-        raise smtplib.SMTPDataError(data_code, data_reply)
-    # From here the server may have the message. Dot-stuffing is smtplib's, as in data().
-    client.run_before_data()
-    client.data_handed_over = True
-    stuffed = smtplib._quote_periods(data)
-    group = stuffed + (b".\r\n" if stuffed.endswith(b"\r\n") else b"\r\n.\r\n")
-    if following is not None:  # the next message's envelope rides behind this one's data
-        group += _envelope_commands(following[0], following[1], None).encode("ascii")
-    client.send(group)
-    if following is not None:  # whatever the answer, the server may now await that message's data
-        client.pending_envelope = (following[0], tuple(following[1]))
-    code, reply = reader.next()
-    client.last_reply = f"{code} {reply.decode(errors='replace')}"
-    if code != 250:
-        raise smtplib.SMTPDataError(code, reply)
-    return refused
-
-
-def _envelope_commands(envelope_from: str, recipients: Sequence[str], size: int | None) -> str:
-    """MAIL, one RCPT per recipient and DATA, as one pipelined group."""
-    size_option = f" SIZE={size}" if size is not None else ""
-    commands = [f"MAIL FROM:<{envelope_from}>{size_option}", *(f"RCPT TO:<{address}>" for address in recipients),
-                "DATA"]
-    return "".join(f"{command}\r\n" for command in commands)
-
-
-def _run_meanwhile(client: smtplib.SMTP) -> None:
-    meanwhile, client.meanwhile = client.meanwhile, None
-    if meanwhile is not None:
-        meanwhile()
-
-
-class _Replies:
-    """Reads a pipelined exchange's replies off the socket: several arrive in one read.
-
-    smtplib's getreply() reads line by line through a buffered file, and what that file holds
-    cannot be asked without reading. Here the buffer is ours, so whether a whole reply has
-    arrived is known without a system call. Between exchanges both buffers are empty (the
-    server speaks only when spoken to), so smtplib's own reads before and after are unaffected.
-    Errors are smtplib's: a dead or silent connection is closed and raises SMTPServerDisconnected.
-    """
-
-    def __init__(self, client: smtplib.SMTP) -> None:
-        self.client = client
-        self.buffer = bytearray()
-
-    def _reply_end(self) -> int:
-        """Where the first whole reply in the buffer ends, or -1. A reply's last line has no "-" after its code."""
-        start = 0
-        while (end := self.buffer.find(b"\n", start)) >= 0:
-            if end - start < 4 or self.buffer[start + 3] != ord("-"):
-                return end + 1
-            start = end + 1
-        if len(self.buffer) - start > smtplib._MAXLINE:
-            self.client.close()
-            raise smtplib.SMTPResponseException(500, "Line too long.")
-        return -1
-
-    def _read(self) -> None:
-        sock = self.client.sock
-        if sock is None:
-            raise smtplib.SMTPServerDisconnected("please run connect() first")
-        try:
-            chunk = sock.recv(65536)
-        except OSError as exc:
-            self.client.close()
-            raise smtplib.SMTPServerDisconnected(f"Connection unexpectedly closed: {exc}") from exc
-        if not chunk:
-            self.client.close()
-            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
-        self.buffer += chunk
-
-    def ready(self, seconds: float) -> bool:
-        """Whether a whole reply is here, waiting up to `seconds` for one to arrive."""
-        deadline = time.monotonic() + seconds
-        while self._reply_end() < 0:
-            sock = self.client.sock
-            if sock is None:
-                return True  # the next read fails at once
-            pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
-            if not pending and not select.select([sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
-                return False
-            self._read()
-        return True
-
-    def next(self) -> tuple[int, bytes]:
-        """The next reply, as getreply() gives it: (code, lines without their codes joined by newlines)."""
-        while (end := self._reply_end()) < 0:
-            self._read()
-        lines = bytes(self.buffer[:end]).split(b"\n")[:-1]
-        del self.buffer[:end]
-        try:
-            code = int(lines[-1][:3])
-        except ValueError:
-            code = -1
-        return code, b"\n".join(line[4:].strip(b" \t\r\n") for line in lines)
+def _sendmail_smtputf8(client: smtplib.SMTP, envelope_from: str, recipients: Sequence[str], data: bytes | None,
+                       message: MIMEMessage | None) -> dict[str, tuple[int, bytes]]:
+    """Send to an envelope with a non-ASCII address (RFC 6531): the same bytes, with SMTPUTF8 on MAIL."""
+    if not client.has_extn("smtputf8"):
+        raise smtplib.SMTPNotSupportedError(
+            "An address of the envelope is not ASCII, and the server does not offer SMTPUTF8.")
+    if data is None:
+        data = flatten(message, utf8=True)
+    return client.sendmail(envelope_from, list(recipients), data, mail_options=["SMTPUTF8", "BODY=8BITMIME"])
 
 
 def _classify(exc: BaseException, *, handed_over: bool) -> DeliveryError:
@@ -517,8 +395,11 @@ def _classify(exc: BaseException, *, handed_over: bool) -> DeliveryError:
         return kind(f"Every recipient was refused: {words}", code=next(iter(replies.values()))[0], reply=words)
     if isinstance(exc, smtplib.SMTPResponseException):
         # A reply, even after the final dot, is a definite answer: no uncertainty.
-        text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
-        reply = f"{exc.smtp_code} {text}"
+        reply = f"{exc.smtp_code} {_text(exc.smtp_error)}"
+        if exc.smtp_code == 530:  # RFC 4954: authentication required (or, with some servers, TLS first)
+            return AuthenticationError(f"The server requires a login before it takes mail ({reply}). Set the "
+                                       "inbox's SMTP username and password; replies wait in the queue until then.",
+                                       code=530, reply=reply)
         kind = PermanentError if 500 <= exc.smtp_code < 600 else TransientError
         return kind(f"The server answered {reply}", code=exc.smtp_code, reply=reply)
     if handed_over:

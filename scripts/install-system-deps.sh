@@ -8,6 +8,9 @@ need=()
   || need+=(dovecot-core)
 [ -x /usr/lib/dovecot/imap ] && [ -x /usr/lib/dovecot/imap-login ] || need+=(dovecot-imapd)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The browser tests: Debian's chromium (Playwright drives /usr/bin/chromium) and a font to render pages with.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

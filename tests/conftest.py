@@ -11,7 +11,7 @@ from django.conf import settings
 from config import embedded_redis
 from tests import factories
 
-pytest_plugins = ["tests.servers.dovecot", "tests.servers.smtp", "tests.servers.worker"]
+pytest_plugins = ["tests.servers.asgi", "tests.servers.dovecot", "tests.servers.smtp", "tests.servers.worker"]
 
 
 @pytest.fixture(scope="session", autouse=True)

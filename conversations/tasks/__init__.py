@@ -3,6 +3,6 @@
 Celery's autodiscovery imports this package; each module registers its own tasks.
 """
 
-from conversations.tasks import delivery, polling
+from conversations.tasks import delivery, polling, routing
 
-__all__ = ["delivery", "polling"]
+__all__ = ["delivery", "polling", "routing"]

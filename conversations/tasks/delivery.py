@@ -1,4 +1,4 @@
-"""Tasks that deliver outgoing messages: thin wrappers around conversations.delivery."""
+"""Tasks that deliver outgoing messages: thin wrappers around conversations.outgoing.delivery."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 from celery import shared_task
 from django.utils import timezone
 
-from conversations import acknowledgements, delivery
+from conversations.outgoing import acknowledgements, delivery, sent_copy
 
 # Retries further out than this are left to the sweeper: a far-off ETA sits in a worker's
 # memory and, past the broker's visibility timeout, would be delivered twice anyway.
@@ -32,6 +32,11 @@ def sweep_deliveries() -> dict[str, int]:
     for message_id in result.due:
         deliver_message.delay(message_id)
     return {"due": len(result.due), "requeued": len(result.requeued), "uncertain": len(result.uncertain)}
+
+
+@shared_task(name="conversations.retry_sent_copies", ignore_result=True)
+def retry_sent_copies() -> int:
+    return len(sent_copy.retry_sent_copies())
 
 
 @shared_task(name="conversations.acknowledge_new_conversation", ignore_result=True)

@@ -1,4 +1,4 @@
-"""Tasks that poll inboxes (incoming mail). Thin: ids in, conversations.polling does the work.
+"""Tasks that poll inboxes (incoming mail). Thin: ids in, conversations.incoming.polling does the work.
 
 Both are harmless to run twice (a per-inbox lock, a cursor that only moves forward, dedup), so
 acks_late redelivery after a lost worker is safe.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from conversations import polling
+from conversations.incoming import polling
 
 
 @shared_task(name="conversations.poll_inbox")

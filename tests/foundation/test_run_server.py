@@ -16,26 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers.asgi import free_port, wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(url: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer 200 within {timeout}s")
 
 
 def _websocket_handshake(port: int, cookie: str = "") -> str:
@@ -57,7 +40,7 @@ def _websocket_handshake(port: int, cookie: str = "") -> str:
 @pytest.fixture(scope="module")
 def running_server(tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("run-var")
-    port = _free_port()
+    port = free_port()
     env = {
         key: value for key, value in os.environ.items()
         if key not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "SECRET_KEY", "FIELD_ENCRYPTION_KEYS"}
@@ -73,7 +56,7 @@ def running_server(tmp_path_factory):
         process = subprocess.Popen([*manage, "runswitchboard"], env=env, stdout=log, stderr=subprocess.STDOUT,
                                    cwd=ROOT, start_new_session=True)
     try:
-        _wait_for(f"http://127.0.0.1:{port}/healthz")
+        wait_for(f"http://127.0.0.1:{port}/healthz")
         yield {"port": port, "process": process, "log": log_path, "var_dir": var_dir, "bootstrap": bootstrap.stdout}
     finally:
         if process.poll() is None:

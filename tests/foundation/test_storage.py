@@ -1,4 +1,4 @@
-"""The default storage (config.storage.MediaStorage): FileSystemStorage's results, quicker for bytes."""
+"""The default storage (core.storage.MediaStorage): FileSystemStorage's results, quicker for bytes."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import pytest
 
 from inboxes.models import Security
 from tests import factories
+from tests.servers.fake_imap import fake_imap  # noqa: F401 (a fixture for these tests)
 
 MODES = [Security.IMPLICIT_TLS, Security.STARTTLS, Security.NONE]
 

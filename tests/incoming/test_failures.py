@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from conversations.locks import RedisLock
+from conversations.incoming.polling import list_due_inboxes, poll_inbox
 from conversations.models import Message
-from conversations.polling import list_due_inboxes, poll_inbox
+from core.locks import RedisLock
 from inboxes.models import AuthMethod, ConnectionStatus, Security
 from tests.incoming.conftest import threads, wait_for
 from tests.servers.dovecot import free_port
@@ -62,7 +62,7 @@ def test_a_network_error_backs_off_and_keeps_the_inbox_active(db, make_inbox, ma
     assert inbox.active
     assert inbox.connection_status == ConnectionStatus.CONNECTED
     assert inbox.consecutive_failures == 1
-    assert 25 <= first_delay <= 61
+    assert 59 <= first_delay <= 76  # never sooner than the poll interval; jitter adds up to a quarter
     assert inbox.pk not in list_due_inboxes()
 
     poll_inbox(inbox.pk)
@@ -126,3 +126,15 @@ def test_due_inboxes_are_those_whose_interval_elapsed(db, make_inbox, mail_accou
     poll_inbox(inbox.pk)
     assert inbox.pk not in list_due_inboxes()
     assert inbox.pk in list_due_inboxes(timezone.now() + timezone.timedelta(seconds=301))
+
+
+def test_an_inbox_whose_interval_ends_before_beats_next_look_is_polled_now(db, make_inbox, settings):
+    settings.POLL_TICK_SECONDS = 10
+    now = timezone.now()
+    early = make_inbox(Security.NONE, poll_interval=60, last_poll_at=now - timezone.timedelta(seconds=49))
+    almost = make_inbox(Security.NONE, poll_interval=60, last_poll_at=now - timezone.timedelta(seconds=51))
+
+    due = list_due_inboxes(now)
+
+    assert early.pk not in due  # beat looks again in 10 s, before its minute is up
+    assert almost.pk in due  # at the next look it would be 1 s late

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conversations.incoming.polling import poll_inbox
 from conversations.models import Attachment, Message, QuarantinedMessage
-from conversations.polling import poll_inbox
 from tests.fixtures.hostile.generate import big_cases
 from tests.incoming.conftest import threads
 

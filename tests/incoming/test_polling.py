@@ -7,8 +7,8 @@ from email.policy import SMTP
 
 import pytest
 
+from conversations.incoming.polling import poll_inbox
 from conversations.models import Conversation, Message
-from conversations.polling import poll_inbox
 from inboxes.models import AfterImport, ConnectionStatus, Security
 from tests.incoming.conftest import email, threads
 

@@ -10,7 +10,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels_redis.core import RedisChannelLayer
 
-from conversations.events import department_group, flush
+from conversations.live.events import department_group, flush
 from tests import factories
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

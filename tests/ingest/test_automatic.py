@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conversations.parsing import parse_email
+from inboxes.mailformat.parsing import parse_email
 
 OURS = frozenset({"support@switchboard.test"})
 
@@ -25,7 +25,14 @@ def parse(headers: str, *, sender: str = "customer@example.com", content_type: s
         ("Precedence: junk\r\n", None, None, "Precedence: junk"),
         ("Precedence: list\r\n", None, None, "Precedence: list"),
         ("Precedence: auto_reply\r\n", None, None, "Precedence: auto_reply"),
-        ("X-Auto-Response-Suppress: All\r\n", None, None, "X-Auto-Response-Suppress: All"),
+        ("X-Auto-Response: yes\r\n", None, None, "X-Auto-Response header"),
+        ("X-AutoReply-From: ann@example.com\r\n", None, None, "X-AutoReply-From header"),
+        ("X-Mail-Autoreply: yes\r\n", None, None, "X-Mail-Autoreply header"),
+        ("X-Precedence: auto_reply\r\n", None, None, "X-Precedence: auto_reply"),
+        ("X-Failed-Recipients: ann@example.com\r\n", None, None, "Bounce (X-Failed-Recipients)"),
+        # A real Exchange out-of-office: the suppress header rides along, Auto-Submitted decides.
+        ("X-Auto-Response-Suppress: All\r\nAuto-Submitted: auto-generated\r\n", None, None,
+         "Auto-Submitted: auto-generated"),
         ("List-Id: <news.example.com>\r\n", None, None, "Mailing list (List-Id)"),
         ("List-Unsubscribe: <mailto:u@example.com>\r\n", None, None, "Mailing list (List-Unsubscribe)"),
         ("Return-Path: <>\r\n", None, None, "Empty Return-Path"),
@@ -49,6 +56,12 @@ def test_automatic_mail_is_flagged_with_its_reason(headers, sender, content_type
         "Auto-Submitted: no\r\n",
         "Precedence: first-class\r\n",
         "X-Auto-Response-Suppress: None\r\n",
+        # It asks others not to auto-reply (Outlook sets it on ordinary mail); it marks no auto-reply.
+        "X-Auto-Response-Suppress: All\r\n",
+        "X-Auto-Response-Suppress: OOF, AutoReply\r\n",
+        # Email services stamp it on transactional mail too, such as a web form's copy of a question.
+        "Feedback-ID: 1234:web-form:sendgrid\r\n",
+        "X-Autoreply: no\r\n",
         "Return-Path: <customer@example.com>\r\n",
         "Reply-To: support@switchboard.test\r\n",
     ],

@@ -7,7 +7,7 @@ import threading
 import pytest
 from django.db import connection
 
-from conversations.ingest import ingest_email
+from conversations.incoming.ingest import IncomingEmail, ingest_batch, ingest_email
 from conversations.models import Contact, Direction, Message
 from tests import factories
 from tests.ingest.conftest import compose, mail
@@ -15,13 +15,58 @@ from tests.ingest.conftest import compose, mail
 
 def test_a_message_without_message_id_gets_a_stable_synthetic_one(inbox):
     first = ingest_email(inbox, compose(message_id=None))
-    again = ingest_email(inbox, b"Received: from mx2\r\nDelivered-To: x@y\r\n" + compose(message_id=None))
+    again = ingest_email(inbox, compose(message_id=None))
 
     assert first.message.message_id_synthetic
     assert first.message.message_id.endswith("@synthetic.switchboard.invalid")
     assert first.message.header_message_id == ""
     assert again.created is False
     assert again.message == first.message
+
+
+ALERT = (b"Received: from monitor.example.com by mx.example.com; Mon, 3 Feb 2025 09:00:00 +0000\r\n"
+         b"From: monitor@example.com\r\nTo: support@switchboard.test\r\nSubject: ALERT disk full on db1\r\n"
+         b"\r\nDisk / on db1 is 98% full.\r\n")
+
+
+def test_two_alerts_without_message_id_or_date_that_differ_in_received_are_both_kept(inbox):
+    later = ALERT.replace(b"09:00:00", b"09:05:00")
+
+    first = ingest_email(inbox, ALERT, imap_uid=1)
+    second = ingest_email(inbox, later, imap_uid=2)
+    again = ingest_email(inbox, later, imap_uid=2)
+
+    assert first.created
+    assert second.created
+    assert second.message != first.message
+    assert again.created is False
+    assert again.message == second.message
+    assert Message.objects.count() == 2
+
+
+def test_a_message_without_message_id_stored_under_its_content_key_is_still_found(inbox):
+    first = ingest_email(inbox, ALERT).message
+    # As ingest keyed such messages before the key was the raw bytes' hash.
+    Message.objects.filter(pk=first.pk).update(message_id=f"{first.content_hash}@synthetic.switchboard.invalid")
+
+    again = ingest_email(inbox, ALERT)
+    other = ingest_email(inbox, ALERT.replace(b"09:00:00", b"09:05:00"))
+
+    assert again.created is False
+    assert again.message == first
+    assert other.created
+
+
+def test_a_uid_skipped_as_a_duplicate_is_recorded_on_the_message_it_duplicates(inbox):
+    raw = mail("plain.eml")
+    stored = ingest_email(inbox, raw, imap_folder="INBOX", imap_uidvalidity=7, imap_uid=1).message
+
+    ingest_email(inbox, raw, imap_folder="INBOX", imap_uidvalidity=7, imap_uid=1)  # the same UID again
+    ingest_email(inbox, b"Received: from mx2\r\n" + raw, imap_folder="INBOX", imap_uidvalidity=7, imap_uid=5)
+    ingest_email(inbox, raw, imap_folder="INBOX", imap_uidvalidity=7, imap_uid=5)
+
+    stored.refresh_from_db()
+    assert stored.duplicate_deliveries == [{"folder": "INBOX", "uidvalidity": 7, "uid": 5}]
 
 
 def test_a_copy_with_other_trace_headers_is_the_same_message(inbox):
@@ -129,3 +174,16 @@ def test_two_processes_ingesting_one_message_at_once_store_it_once():
     assert all(r.quarantined is None for r in results)
     assert Message.objects.count() == 1
     assert Contact.objects.count() == 1
+
+
+def test_a_duplicate_uid_within_one_batch_is_recorded_too(inbox):
+    raw = mail("plain.eml")
+    items = [IncomingEmail(raw, "INBOX", 7, 1), IncomingEmail(b"Received: from mx2\r\n" + raw, "INBOX", 7, 2),
+             IncomingEmail(raw, "Archive", 3, 9)]
+
+    results = [result for _item, result in ingest_batch(inbox, items)]
+
+    assert [r.created for r in results] == [True, False, False]
+    stored = Message.objects.get()
+    assert stored.duplicate_deliveries == [{"folder": "INBOX", "uidvalidity": 7, "uid": 2},
+                                           {"folder": "Archive", "uidvalidity": 3, "uid": 9}]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conversations.ingest import ingest_email
+from conversations.incoming.ingest import ingest_email
 from conversations.models import Attachment, Message, QuarantinedMessage
 from tests.fixtures.hostile.generate import big_cases
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from conversations.ingest import ingest_email
+from conversations.incoming.ingest import ingest_email
 from conversations.models import Attachment, Contact, Conversation, Message
 from tests.ingest.conftest import mail
 

@@ -7,9 +7,9 @@ import hashlib
 import os
 import tracemalloc
 
-from conversations.ingest import ingest_email
-from conversations.parsing import parse_email
-from conversations.rawmail import _HASH_CHUNK, content_hash
+from conversations.incoming.ingest import ingest_email
+from inboxes.mailformat.parsing import parse_email
+from inboxes.mailformat.rawmail import _HASH_CHUNK, content_hash
 
 
 def with_attachment(payload: bytes, *, transfer: str = "base64", name: str = "big.bin", wrap: bool = False) -> bytes:

@@ -7,10 +7,10 @@ import signal
 
 import pytest
 
-from conversations import parse_pool
-from conversations.ingest import IncomingEmail, ParsedAhead, ingest_batch
+from conversations.incoming.ingest import IncomingEmail, ParsedAhead, ingest_batch
 from conversations.models import Message, QuarantinedMessage
-from conversations.parsing import parse_email
+from inboxes.mailformat import parse_pool
+from inboxes.mailformat.parsing import parse_email
 from tests.ingest.conftest import compose, mail
 from tests.ingest.test_hostile import corpus
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from conversations.charsets import clean_header, clean_text, decode_bytes, decode_header_text
-from conversations.parsing import bound_headers, content_hash, parse_email, strip_reply_prefix
+from inboxes.mailformat.charsets import clean_header, clean_text, decode_bytes, decode_header_text
+from inboxes.mailformat.headers import strip_all_prefixes
+from inboxes.mailformat.parsing import bound_headers, content_hash, parse_email
 from tests.ingest.conftest import mail
 
 
@@ -147,7 +148,7 @@ def test_thread_ids_put_in_reply_to_first_then_references_newest_first():
     ],
 )
 def test_reply_prefixes_leave_the_subject(subject, expected):
-    assert strip_reply_prefix(subject) == expected
+    assert strip_all_prefixes(subject) == expected
 
 
 def test_a_too_large_message_is_read_from_its_headers_only():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from conversations.ingest import discard_quarantined, ingest_email, retry_quarantined
+from conversations.incoming.ingest import discard_quarantined, ingest_email, retry_quarantined
 from conversations.models import Message, QuarantinedMessage, QuarantineStatus
 from tests import factories
 from tests.ingest.conftest import mail

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from conversations.models import Contact, Conversation, ConversationStatus
-from conversations.rows import insert_row, lock_row, update_row, update_rows
+from core.rows import insert_row, lock_row, update_row, update_rows
 from tests import factories
 
 
@@ -17,7 +17,7 @@ def test_insert_values_are_prepared_as_the_fields_would_prepare_them():
     from django.db import connection
 
     from conversations.models import Attachment, Direction, Message
-    from conversations.rows import _insert_params, _plain_type, _statement
+    from core.rows import _insert_params, _plain_type, _statement
 
     inbox = factories.InboxFactory()
     conversation = factories.ConversationFactory(inbox=inbox)
@@ -117,7 +117,7 @@ def test_rows_named_by_primary_key_are_looked_up_by_it():
     from django.db import connection
 
     from conversations.models import Message
-    from conversations.rows import by_primary_key
+    from core.rows import by_primary_key
 
     table = connection.ops.quote_name(Message._meta.db_table)
     if connection.vendor != "sqlite":  # PostgreSQL's planner picks the key by itself: nothing added
@@ -135,7 +135,7 @@ def test_rows_named_by_primary_key_are_looked_up_by_it():
 def test_reserved_keys_become_the_rows_keys():
     from django.db import connection
 
-    from conversations.rows import ReservedIds
+    from core.rows import ReservedIds
 
     existing = factories.ContactFactory()
     ids = ReservedIds({Contact: 2, Conversation: 0})
@@ -161,7 +161,7 @@ def test_reserved_keys_become_the_rows_keys():
 def test_a_pipelined_transaction_commits_its_rows_and_then_runs_its_hooks():
     from django.db import connection, transaction
 
-    from conversations.rows import ReservedIds, atomic_pipelined
+    from core.rows import ReservedIds, atomic_pipelined
 
     ids = ReservedIds({Contact: 3})
     ran = []
@@ -181,7 +181,7 @@ def test_a_pipelined_transaction_commits_its_rows_and_then_runs_its_hooks():
 def test_a_failing_statement_rolls_back_the_whole_pipelined_transaction():
     from django.db import IntegrityError, transaction
 
-    from conversations.rows import ReservedIds, atomic_pipelined
+    from core.rows import ReservedIds, atomic_pipelined
 
     factories.ContactFactory(address="taken@example.com")
     ids = ReservedIds({Contact: 2})
@@ -208,7 +208,7 @@ def test_a_failing_statement_rolls_back_the_whole_pipelined_transaction():
 def test_meanwhile_runs_once_while_the_commit_travels_and_before_the_hooks():
     from django.db import connection, transaction
 
-    from conversations.rows import ReservedIds, atomic_pipelined
+    from core.rows import ReservedIds, atomic_pipelined
 
     ids = ReservedIds({Contact: 1})
     ran, seen = [], []
@@ -236,7 +236,7 @@ def test_a_status_condition_never_leads_postgresql_away_from_the_key():
     from django.db import connection
 
     from conversations.models import DeliveryStatus, Message
-    from conversations.rows import only_filter
+    from core.rows import only_filter
 
     if connection.vendor != "postgresql":  # SQLite: by_primary_key (NOT INDEXED) does it, tested above
         assert only_filter('"delivery_status" = %s', connection) == '("delivery_status" = %s)'
@@ -279,7 +279,7 @@ def _prepared_statements(wrapper) -> list[str]:
 def test_the_hot_statements_are_prepared_unless_turned_off(prepared):
     from django.db import connections
 
-    from conversations.rows import prepared_cursor
+    from core.rows import prepared_cursor
 
     wrapper = connections.create_connection("default")  # a connection of its own, with these OPTIONS
     if wrapper.vendor == "postgresql" and not prepared:
@@ -321,7 +321,7 @@ def test_prepared_statements_write_and_read_what_the_orm_does():
 def test_pipelined_transactions_commit_in_turn_and_none_after_a_failed_one():
     from django.db import IntegrityError, connection
 
-    from conversations.rows import ReservedIds, TransactionPipeline
+    from core.rows import ReservedIds, TransactionPipeline
 
     factories.ContactFactory(address="taken@example.com")
     ids = ReservedIds({Contact: 4})  # keys known: no INSERT waits for its answer

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conversations.threading import (
+from conversations.incoming.threading import (
     Action,
     KnownConversation,
     KnownMessage,
@@ -33,52 +33,62 @@ OPEN = conversation()
 OTHER = conversation("bob@example.com", pk=2)
 RECENTLY_CLOSED = conversation(closed_days_ago=3, pk=3)
 LONG_CLOSED = conversation(closed_days_ago=30, pk=4)
-# Our mailing to Ada, and a customer's message that had Carol in copy.
+# Our mail to Ada (as seen without its recipients), a customer's message that had Carol in copy, our
+# reply that went to Dave.
 OUR_MAILING = KnownMessage(OPEN, frozenset())
 ADAS_MESSAGE = KnownMessage(OPEN, frozenset({"ada@example.com", "carol@example.com", "support@switchboard.test"}))
+OUR_REPLY_TO_DAVE = KnownMessage(OPEN, frozenset({"support@switchboard.test", "dave@example.com"}))
 
 
 @pytest.mark.parametrize(
-    ("case", "sender", "thread_ids", "known", "tokens", "subject", "action", "target", "previous"),
+    ("case", "sender", "thread_ids", "known", "tokens", "subject", "action", "target", "previous", "new"),
     [
-        ("nothing known", "ada@example.com", ["x@y"], {}, {}, None, Action.NEW, None, None),
-        ("no references", "ada@example.com", [], {}, {}, None, Action.NEW, None, None),
+        ("nothing known", "ada@example.com", ["x@y"], {}, {}, None, Action.NEW, None, None, False),
+        ("no references", "ada@example.com", [], {}, {}, None, Action.NEW, None, None, False),
         ("reply to our mail", "ada@example.com", ["ours@sb"], {"ours@sb": OUR_MAILING}, {}, None,
-         Action.JOIN, OPEN, None),
+         Action.JOIN, OPEN, None, False),
         ("sender compared without case", "ADA@Example.com", ["ours@sb"], {"ours@sb": OUR_MAILING}, {}, None,
-         Action.JOIN, OPEN, None),
-        ("someone else answers our mailing", "eve@example.com", ["ours@sb"], {"ours@sb": OUR_MAILING}, {}, None,
-         Action.NEW, None, None),
+         Action.JOIN, OPEN, None, False),
+        # Threads follow the headers, whoever sends: someone new joins, flagged.
+        ("someone else answers our mail", "eve@example.com", ["ours@sb"], {"ours@sb": OUR_MAILING}, {}, None,
+         Action.JOIN, OPEN, None, True),
+        ("the customer from a second address", "ada@home.example", ["ours@sb"], {"ours@sb": OUR_MAILING}, {},
+         None, Action.JOIN, OPEN, None, True),
         ("a colleague in copy answers the customer", "carol@example.com", ["ada-1@x"], {"ada-1@x": ADAS_MESSAGE},
-         {}, None, Action.JOIN, OPEN, None),
+         {}, None, Action.JOIN, OPEN, None, False),
+        ("someone we wrote to answers", "dave@example.com", ["ours-2@sb"], {"ours-2@sb": OUR_REPLY_TO_DAVE}, {},
+         None, Action.JOIN, OPEN, None, False),
         ("reply-all to our answer, found through the customer's message", "carol@example.com",
          ["ours@sb", "ada-1@x"], {"ours@sb": OUR_MAILING, "ada-1@x": ADAS_MESSAGE}, {}, None,
-         Action.JOIN, OPEN, None),
+         Action.JOIN, OPEN, None, False),
         ("In-Reply-To wins over older references", "bob@example.com", ["b@x", "a@x"],
-         {"b@x": KnownMessage(OTHER, frozenset()), "a@x": OUR_MAILING}, {}, None, Action.JOIN, OTHER, None),
+         {"b@x": KnownMessage(OTHER, frozenset()), "a@x": OUR_MAILING}, {}, None, Action.JOIN, OTHER, None, False),
         ("our token, message not stored here", "ada@example.com", ["sb.token@sb"], {}, {"sb.token@sb": OPEN},
-         None, Action.JOIN, OPEN, None),
+         None, Action.JOIN, OPEN, None, False),
         ("our token, another sender", "eve@example.com", ["sb.token@sb"], {}, {"sb.token@sb": OPEN}, None,
-         Action.NEW, None, None),
+         Action.JOIN, OPEN, None, True),
         ("stored message beats token", "bob@example.com", ["b@x", "sb.token@sb"],
-         {"b@x": KnownMessage(OTHER, frozenset())}, {"sb.token@sb": OPEN}, None, Action.JOIN, OTHER, None),
-        ("subject token", "ada@example.com", [], {}, {}, OPEN, Action.JOIN, OPEN, None),
-        ("subject token from a stranger", "eve@example.com", [], {}, {}, OPEN, Action.NEW, None, None),
+         {"b@x": KnownMessage(OTHER, frozenset())}, {"sb.token@sb": OPEN}, None, Action.JOIN, OTHER, None, False),
+        ("subject token", "ada@example.com", [], {}, {}, OPEN, Action.JOIN, OPEN, None, False),
+        ("subject token from a stranger", "eve@example.com", [], {}, {}, OPEN, Action.NEW, None, None, False),
         ("closed, inside the window", "ada@example.com", ["c@x"], {"c@x": KnownMessage(RECENTLY_CLOSED,
-         frozenset())}, {}, None, Action.REOPEN, RECENTLY_CLOSED, None),
+         frozenset())}, {}, None, Action.REOPEN, RECENTLY_CLOSED, None, False),
+        ("closed, inside the window, someone new", "eve@example.com", ["c@x"], {"c@x": KnownMessage(
+         RECENTLY_CLOSED, frozenset())}, {}, None, Action.REOPEN, RECENTLY_CLOSED, None, True),
         ("closed, past the window", "ada@example.com", ["c@x"], {"c@x": KnownMessage(LONG_CLOSED, frozenset())},
-         {}, None, Action.NEW, None, LONG_CLOSED),
+         {}, None, Action.NEW, None, LONG_CLOSED, False),
         ("closed, past the window, by token", "ada@example.com", ["sb.t@sb"], {}, {"sb.t@sb": LONG_CLOSED}, None,
-         Action.NEW, None, LONG_CLOSED),
+         Action.NEW, None, LONG_CLOSED, False),
     ],
 )
-def test_choose_conversation(case, sender, thread_ids, known, tokens, subject, action, target, previous):
+def test_choose_conversation(case, sender, thread_ids, known, tokens, subject, action, target, previous, new):
     choice = choose_conversation(
         sender=sender, thread_ids=thread_ids, known_messages=known, token_conversations=tokens,
         subject_conversation=subject, now=NOW, reopen_window=WINDOW,
     )
 
     assert (choice.action, choice.conversation, choice.previous) == (action, target, previous), case
+    assert choice.new_participant is new, case
     assert choice.reason
 
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from conversations.ingest import ingest_email
+from conversations.incoming.ingest import ingest_email
+from conversations.incoming.threading import subject_token
 from conversations.models import Conversation, ConversationStatus, Direction
-from conversations.threading import subject_token
 from conversations.tokens import make_message_id
 from tests import factories
 from tests.ingest.conftest import compose
@@ -34,19 +34,68 @@ def test_a_reply_to_our_answer_joins_the_conversation(inbox):
     assert reply.conversation_created is False
 
 
-def test_replies_of_different_people_to_one_mailing_stay_apart(inbox):
+def test_a_colleagues_reply_to_our_answer_joins_flagged_as_a_new_participant(inbox):
+    first = ingest_email(inbox, compose(sender="ada@example.com", message_id="ada-1@example.com")).message
+    ours = our_reply(first.conversation, to="ada@example.com")
+    colleague = compose(sender="Carol <carol@example.com>", message_id="carol-1@example.com",
+                        in_reply_to=ours.message_id, subject="Re: Question")
+
+    reply = ingest_email(inbox, colleague).message
+
+    reply.refresh_from_db()
+    assert reply.conversation_id == first.conversation_id
+    assert reply.new_participant is True
+    assert (reply.direction, reply.author) == (Direction.IN, None)
+    assert first.new_participant is False
+    assert reply.conversation.contact.address == "ada@example.com"  # the customer is still Ada
+
+
+def test_the_customer_from_a_second_address_joins_flagged(inbox):
+    first = ingest_email(inbox, compose(sender="ada@example.com", message_id="ada-1@example.com")).message
+    ours = our_reply(first.conversation, to="ada@example.com")
+
+    reply = ingest_email(inbox, compose(sender="Ada <ada@home.example>", message_id="ada-2@home.example",
+                                        in_reply_to=ours.message_id)).message
+
+    reply.refresh_from_db()
+    assert reply.conversation_id == first.conversation_id
+    assert reply.new_participant is True
+
+
+def test_a_reply_from_someone_on_the_thread_is_no_new_participant(inbox):
+    first = ingest_email(inbox, compose(sender="ada@example.com", message_id="ada-1@example.com",
+                                        extra="Cc: carol@example.com\r\n")).message
+
+    reply = ingest_email(inbox, compose(sender="carol@example.com", message_id="carol-1@example.com",
+                                        in_reply_to="ada-1@example.com")).message
+
+    assert reply.conversation_id == first.conversation_id
+    assert reply.new_participant is False
+
+
+def test_an_agents_address_on_incoming_mail_earns_nothing(inbox, people):
     conversation = factories.ConversationFactory(inbox=inbox, contact__address="ada@example.com")
-    mailing = our_reply(conversation, to="ada@example.com")
+    ours = our_reply(conversation, to="ada@example.com")
+    people.agent_a.user.email = "alice@switchboard.test"
+    people.agent_a.user.save()
 
-    ada = ingest_email(inbox, compose(sender="ada@example.com", message_id="a@x", in_reply_to=mailing.message_id))
-    bob = ingest_email(inbox, compose(sender="bob@example.com", message_id="b@x", in_reply_to=mailing.message_id))
-    eve = ingest_email(inbox, compose(sender="eve@example.com", message_id="e@x", in_reply_to=mailing.message_id))
+    reply = ingest_email(inbox, compose(sender="Alice <alice@switchboard.test>", message_id="forged@x",
+                                        in_reply_to=ours.message_id)).message
 
-    assert ada.message.conversation == conversation
-    assert bob.conversation_created
-    assert eve.conversation_created
-    assert len({bob.message.conversation_id, eve.message.conversation_id, conversation.pk}) == 3
-    assert bob.message.conversation.contact.address == "bob@example.com"
+    reply.refresh_from_db()
+    assert reply.conversation == conversation
+    assert (reply.direction, reply.author, reply.new_participant) == (Direction.IN, None, True)
+
+
+def test_a_stranger_with_only_a_subject_token_starts_a_conversation_of_their_own(inbox):
+    conversation = factories.ConversationFactory(inbox=inbox, contact__address="ada@example.com")
+
+    reply = ingest_email(inbox, compose(sender="eve@example.com",
+                                        subject=f"Re: Your order {subject_token(conversation.public_id)}"))
+
+    assert reply.conversation_created
+    assert reply.message.conversation != conversation
+    assert reply.message.new_participant is False
 
 
 def test_our_signed_message_id_threads_even_when_not_stored_here(inbox):
@@ -63,6 +112,18 @@ def test_a_forged_token_threads_nowhere(inbox):
     forged = make_message_id(conversation.public_id, "switchboard.test").replace("sb.", "sb.0", 1)
 
     reply = ingest_email(inbox, compose(in_reply_to=forged))
+
+    assert reply.conversation_created
+
+
+def test_a_token_signed_with_another_key_threads_nowhere(inbox, settings):
+    conversation = factories.ConversationFactory(inbox=inbox, contact__address="ada@example.com")
+    ours = settings.SECRET_KEY
+    settings.SECRET_KEY = "another installation's key"
+    foreign = make_message_id(conversation.public_id, "switchboard.test")
+    settings.SECRET_KEY = ours
+
+    reply = ingest_email(inbox, compose(sender="eve@example.com", in_reply_to=foreign))
 
     assert reply.conversation_created
 

@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from conversations.events import department_group
+from conversations.live.events import department_group
 from conversations.models import Direction
 from tests import factories
 

@@ -1,13 +1,14 @@
-"""Auto-acknowledgements: one per sender per day, never to automatic mail, never a loop."""
+"""Auto-acknowledgements: one per sender per day, never to automatic mail, never a loop (the loop guard's
+own rules: test_loopguard.py; a rule-breaking autoresponder: test_responder_loop.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from conversations import delivery
-from conversations.acknowledgements import acknowledge_new_conversation
-from conversations.ingest import ingest_email
+from conversations.incoming.ingest import ingest_email
 from conversations.models import DeliveryStatus, Message
+from conversations.outgoing import delivery
+from conversations.outgoing.acknowledgements import acknowledge_new_conversation
 from tests import factories
 from tests.outgoing.conftest import wait_until
 
@@ -49,8 +50,9 @@ def test_at_most_one_acknowledgement_per_sender_per_day(acking_inbox):
     second = ingest_email(acking_inbox, _mail("ann@example.test", acking_inbox.address, "Scanner", "s1@example.test"))
 
     assert acknowledge_new_conversation(first.message.pk).reason == "sent"
-    assert acknowledge_new_conversation(second.message.pk).reason == "already acknowledged this sender today"
-    assert acknowledge_new_conversation(first.message.pk).reason == "already acknowledged this sender today"
+    assert acknowledge_new_conversation(second.message.pk).reason == (
+        "an automatic message went to ann@example.test in the last 24 hours")
+    assert acknowledge_new_conversation(first.message.pk).reason == "already acknowledged"
     assert Message.objects.filter(automatic_reason="acknowledgement").count() == 1
 
 
@@ -66,6 +68,32 @@ def test_automatic_mail_is_not_acknowledged(acking_inbox, smtp_server, header):
     assert result.message is None
     assert result.reason.startswith("automatic mail")
     assert not Message.objects.filter(direction="out").exists()
+
+
+def test_mail_relayed_by_an_email_service_is_a_customer_s_and_acknowledged(acking_inbox):
+    incoming = ingest_email(acking_inbox, _mail("ann@example.test", acking_inbox.address, "Printer",
+                                                "p1@example.test", "Feedback-ID: 1234:web-form:esp"))
+
+    assert incoming.message.is_automatic is False
+    assert acknowledge_new_conversation(incoming.message.pk).reason == "sent"
+
+
+@pytest.mark.parametrize("value", ["All", "OOF, AutoReply"])
+def test_mail_that_asks_for_no_auto_replies_is_a_customer_s_and_gets_none(acking_inbox, value):
+    incoming = ingest_email(acking_inbox, _mail("ann@example.test", acking_inbox.address, "Printer",
+                                                "p1@example.test", f"X-Auto-Response-Suppress: {value}"))
+
+    result = acknowledge_new_conversation(incoming.message.pk)
+
+    assert incoming.message.is_automatic is False
+    assert result.message is None
+    assert result.reason == f"the sender asked for no automatic replies (X-Auto-Response-Suppress: {value})"
+
+
+def test_mail_that_suppresses_only_reports_is_acknowledged(acking_inbox):
+    incoming = ingest_email(acking_inbox, _mail("ann@example.test", acking_inbox.address, "Printer",
+                                                "p1@example.test", "X-Auto-Response-Suppress: DR, RN, NRN"))
+    assert acknowledge_new_conversation(incoming.message.pk).reason == "sent"
 
 
 def test_an_inbox_without_acknowledgements_sends_none(smtp_server, inbox_for):

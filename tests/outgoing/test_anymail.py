@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conversations import delivery
 from conversations.models import DeliveryStatus
-from conversations.replies import queue_reply
+from conversations.outgoing import delivery
+from conversations.outgoing.replies import queue_reply
 
 pytestmark = pytest.mark.django_db
 

@@ -8,9 +8,9 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from conversations import delivery
 from conversations.models import DeliveryStatus, Priority
-from conversations.replies import AttachmentUpload, queue_reply
+from conversations.outgoing import delivery
+from conversations.outgoing.replies import AttachmentUpload, queue_reply
 from conversations.tokens import conversation_from_message_id
 from tests.servers.smtp import Behaviour
 

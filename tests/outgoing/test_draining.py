@@ -8,9 +8,10 @@ import time
 import pytest
 from django.db import transaction
 
-from conversations import delivery
+from conversations import enqueue
 from conversations.models import DeliveryStatus, Message
-from conversations.replies import queue_reply
+from conversations.outgoing import delivery, drain
+from conversations.outgoing.replies import queue_reply
 from inboxes import smtp
 from tests.outgoing.conftest import wait_until
 
@@ -58,7 +59,7 @@ def test_one_task_delivers_its_inboxs_queued_replies_over_one_connection(
 @pytest.mark.django_db
 def test_a_drain_claims_in_batches_and_keeps_each_messages_own_history(smtp_server, inbox_for, customer_thread):
     conversation, _ = customer_thread(inbox_for(smtp_server))
-    count = 2 * delivery.DRAIN_CLAIM_BATCH + 5
+    count = 2 * enqueue.DRAIN_CLAIM_BATCH + 5
     messages = [queue_reply(conversation, text=f"reply {n}") for n in range(count)]
     # One of them failed once before (greylisted): its claim must carry that history on.
     retried = messages[-1]
@@ -210,20 +211,20 @@ def test_each_drained_message_leaves_with_its_own_content_and_a_broken_one_fails
 def test_a_drain_reads_its_next_replies_as_the_orm_would(smtp_server, inbox_for, customer_thread):
     from django.utils import timezone
 
-    from conversations.replies import AttachmentUpload
+    from conversations.outgoing.replies import AttachmentUpload
 
     conversation, _ = customer_thread(inbox_for(smtp_server))
     plain = queue_reply(conversation, text="Plain", cc=["bob@example.test"])
     attached = queue_reply(conversation, text="With a file",
                            attachments=[AttachmentUpload("notes.txt", b"hello", "text/plain")])
 
-    loaded = delivery._next_queued(conversation.inbox, timezone.now(), newest_first=True, limit=5)
+    loaded = drain.next_queued(conversation.inbox, timezone.now(), newest_first=True, limit=5)
 
     assert [m.pk for m in loaded] == [attached.pk, plain.pk]
     assert [m.has_attachments for m in loaded] == [True, False]
     for message in loaded:
         expected = Message.objects.get(pk=message.pk)
-        for name in delivery._FIELDS:
+        for name in drain.FIELDS:
             assert getattr(message, name) == getattr(expected, name), name
         assert (message.conversation.pk, message.conversation.public_id, message.conversation.department_id,
                 message.conversation.created_at) == (conversation.pk, conversation.public_id,

@@ -1,4 +1,4 @@
-"""inboxes.smtp.flatten sends the bytes smtplib's send_message would, only faster to make."""
+"""inboxes.smtp_flatten.flatten sends the bytes smtplib's send_message would, only faster to make."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from email.generator import BytesGenerator
 import pytest
 from django.core.mail import EmailMultiAlternatives
 
-from conversations.outgoing import mime_message
-from inboxes import smtp
+from conversations.outgoing.compose import mime_message
+from inboxes import smtp_flatten
 
 _ALPHABET = string.ascii_letters + string.digits + "      \t;,=<>@\"'()-_.:/?!\x01\x7f"
 
@@ -21,7 +21,7 @@ _ALPHABET = string.ascii_letters + string.digits + "      \t;,=<>@\"'()-_.:/?!\x
 @pytest.mark.parametrize("max_line_length", [78, 998, 0, None])
 def test_a_header_that_fits_its_line_folds_exactly_as_compat32_folds_it(max_line_length):
     stdlib = compat32.clone(linesep="\r\n", max_line_length=max_line_length)
-    ours = smtp._Compat32().clone(linesep="\r\n", max_line_length=max_line_length)
+    ours = smtp_flatten._Compat32().clone(linesep="\r\n", max_line_length=max_line_length)
     rng = random.Random(5321)
     for _ in range(5000):
         value = "".join(rng.choice(_ALPHABET) for _ in range(rng.choice([rng.randint(0, 90), rng.randint(0, 1100)])))
@@ -61,7 +61,7 @@ def test_a_reply_with_alternatives_and_an_attachment_flattens_as_smtplib_would()
     email.attach_alternative("<p>Thank you.</p>", "text/html")
     email.attach("report.pdf", b"%PDF-1.4\n" + bytes(range(256)) * 40, "application/pdf")
     message = mime_message(email)
-    ours = smtp.flatten(message)
+    ours = smtp_flatten.flatten(message)
     assert _same_boundaries(ours) == _same_boundaries(_smtplib_bytes(message))
     assert b"hidden@example.test" not in ours
     assert b"\r\n" in ours
@@ -70,6 +70,6 @@ def test_a_reply_with_alternatives_and_an_attachment_flattens_as_smtplib_would()
 
 def test_a_boundary_found_inside_the_parts_is_drawn_again(monkeypatch):
     draws = iter([0, int("1" * 32, 16)])
-    monkeypatch.setattr(smtp.random, "getrandbits", lambda _bits: next(draws))
+    monkeypatch.setattr(smtp_flatten.random, "getrandbits", lambda _bits: next(draws))
     text = b"a quoted message that happens to hold --=_sb_" + b"0" * 32 + b" in it"
-    assert smtp._Generator._make_boundary(text) == "=_sb_" + "1" * 32
+    assert smtp_flatten._Generator._make_boundary(text) == "=_sb_" + "1" * 32

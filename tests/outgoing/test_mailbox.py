@@ -10,10 +10,10 @@ from email.utils import format_datetime
 
 import pytest
 
-from conversations import delivery
+from conversations.incoming.polling import poll_inbox
 from conversations.models import Conversation, DeliveryStatus
-from conversations.polling import poll_inbox
-from conversations.replies import queue_reply
+from conversations.outgoing import delivery
+from conversations.outgoing.replies import queue_reply
 from inboxes.models import Security
 from tests import factories
 

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from conversations import delivery
 from conversations.models import DeliveryStatus, Message
-from conversations.replies import queue_reply
+from conversations.outgoing import delivery
+from conversations.outgoing.replies import queue_reply
 from inboxes import smtp
 from tests.servers.smtp import Behaviour
 

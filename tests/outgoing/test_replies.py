@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from conversations import delivery
 from conversations.models import DeliveryStatus, MessageKind
-from conversations.replies import ReplyValidationError, queue_reply, references_for, reply_subject
+from conversations.outgoing import delivery
+from conversations.outgoing.replies import ReplyValidationError, queue_reply, references_for
+from inboxes.mailformat.headers import reply_subject
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +54,7 @@ def test_a_subject_with_cr_lf_and_a_bcc_line_reaches_exactly_the_intended_recipi
 def test_display_names_and_attachment_names_cannot_inject_headers(smtp_server, inbox_for, customer_thread, people):
     inbox = inbox_for(smtp_server, sender_name="Support\r\nBcc: victim@evil.test")
     conversation, _ = customer_thread(inbox)
-    from conversations.replies import AttachmentUpload
+    from conversations.outgoing.replies import AttachmentUpload
 
     message = queue_reply(conversation, text="Hi", to=[{"name": "Ann\nCc: x@evil.test", "address": "ann@example.test"}],
                           attachments=[AttachmentUpload("a\r\nBcc: victim@evil.test.txt", b"x", "text/plain")])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from conversations import delivery
-from conversations.ingest import ingest_email
-from conversations.replies import queue_reply
+from conversations.incoming.ingest import ingest_email
+from conversations.outgoing import delivery
+from conversations.outgoing.replies import queue_reply
 
 pytestmark = pytest.mark.django_db
 

@@ -9,9 +9,9 @@ import time
 import pytest
 from django.db import transaction
 
-from conversations import delivery
 from conversations.models import DeliveryStatus, Message
-from conversations.replies import queue_reply
+from conversations.outgoing import delivery
+from conversations.outgoing.replies import queue_reply
 from conversations.tasks.delivery import deliver_message
 from tests.outgoing.conftest import wait_until
 from tests.servers.smtp import Behaviour

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import MISSING, AuthResult, LoginPassword
 
 from tests.servers.certificates import TestCertificates, make_certificates
 
@@ -87,6 +87,22 @@ class _Handler:
     def __init__(self, server: SMTPTestServer) -> None:
         self.server = server
 
+    async def auth_XOAUTH2(self, smtp: Any, args: list[str]) -> AuthResult:
+        """SASL XOAUTH2 as Google and Microsoft speak it: a refusal is a challenge holding the error,
+        which the client answers with an empty line, then 535."""
+        import base64
+
+        initial = base64.b64decode(args[1]).decode(errors="replace") if len(args) > 1 else ""
+        fields = dict(part.split("=", 1) for part in initial.split("\x01") if "=" in part)
+        user, token = fields.get("user", ""), fields.get("auth", "").removeprefix("Bearer ")
+        self.server.auth_attempts.append(f"XOAUTH2:{user}")
+        if self.server.access_token is not None and (user, token) == (self.server.username, self.server.access_token):
+            return AuthResult(success=True, auth_data=user)
+        answer = await smtp.challenge_auth('{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}')
+        if answer is MISSING or answer != b"":
+            return AuthResult(success=False, handled=False, message="501 5.5.2 Expected an empty answer")
+        return AuthResult(success=False, handled=False)
+
     async def handle_EHLO(self, smtp: Any, session: Any, envelope: Any, hostname: str, responses: list[str],
                           ) -> list[str]:
         # aiosmtpd reads commands off a buffered stream one at a time, so pipelined commands
@@ -136,7 +152,7 @@ class SMTPTestServer:
     def __init__(self, *, security: str = PLAIN, certificates: TestCertificates | None = None,
                  username: str | None = None, password: str | None = None, offer_starttls: bool = True,
                  offer_pipelining: bool = True, port: int | None = None, behaviour: Behaviour | None = None,
-                 ) -> None:
+                 access_token: str | None = None) -> None:
         if security != PLAIN and certificates is None:
             raise ValueError("TLS modes need certificates")
         self.security = security
@@ -145,6 +161,7 @@ class SMTPTestServer:
         self.password = password
         self.offer_starttls = offer_starttls
         self.offer_pipelining = offer_pipelining
+        self.access_token = access_token  # XOAUTH2 takes it, for `username`
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.behaviour = behaviour or Behaviour()

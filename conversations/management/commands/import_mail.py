@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from conversations.ingest import ingest_email
+from conversations.incoming.ingest import ingest_email
 from inboxes.models import Inbox
 
 

@@ -7,7 +7,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from conversations.polling import list_due_inboxes, poll_inbox
+from conversations.incoming.polling import list_due_inboxes, poll_inbox
 from inboxes.models import Inbox
 
 

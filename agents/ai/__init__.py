@@ -1,1 +1,0 @@
-"""AI agent backends. They work on plain data and never import conversations."""

@@ -1,0 +1,1 @@
+"""Incoming mail: poll a mailbox, ingest each message (dedup, threading, automatic mail, quarantine)."""

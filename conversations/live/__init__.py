@@ -1,0 +1,1 @@
+"""The live layer: events after commit, and the console's websocket."""

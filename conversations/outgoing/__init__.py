@@ -1,0 +1,1 @@
+"""Outgoing mail: compose once, queue, deliver exactly once, acknowledge."""

@@ -1,0 +1,1 @@
+"""Routing: choose an agent (pure), drain a department's queue, hand off from an AI agent."""
