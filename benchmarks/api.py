@@ -21,7 +21,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import throwaway_database  # noqa: E402
+
+from tests.servers.processes import stop_process_group  # noqa: E402
 
 TARGETS_MS = {"list": 50, "detail": 50, "search": 150}
 DEPARTMENTS, INBOXES_PER_DEPARTMENT, AGENTS_PER_DEPARTMENT = 5, 2, 4
@@ -265,15 +266,6 @@ def start_daphne(workdir: Path) -> tuple[subprocess.Popen, int]:
     return process, port
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-
-
 def _environment(workdir: Path) -> None:
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
     os.environ["SWITCHBOARD_VAR_DIR"] = str(workdir / "var")
@@ -393,7 +385,7 @@ def main() -> None:
         }))
     finally:
         if daphne is not None:
-            stop(daphne)
+            stop_process_group(daphne)
         embedded_redis.stop(redis_process)
         if args.keep:
             print(f"kept {settings.DATABASES['default']['NAME']}")

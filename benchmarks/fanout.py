@@ -49,7 +49,6 @@ import random
 import re
 import resource
 import shutil
-import signal
 import statistics
 import struct
 import subprocess
@@ -66,6 +65,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from celery import shared_task  # noqa: E402
 from common import throwaway_database  # noqa: E402
+
+from tests.servers.processes import stop_process_group  # noqa: E402
 
 FANOUT_P99_TARGET_MS = 250
 EMAIL_SLACK_S = 1.0  # email to socket, p99: under the poll interval plus this
@@ -133,17 +134,6 @@ def start_celery(kind: str, workdir: Path, ready: bytes | None) -> subprocess.Po
             raise RuntimeError(f"celery {kind} did not start:\n{log.read_text(errors='replace')}")
         time.sleep(0.1)
     return process
-
-
-def stop_process(process: subprocess.Popen | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
 
 
 def poll_starts(workdir: Path) -> list[float]:
@@ -555,7 +545,7 @@ async def live(args, port: int, cookies: list[str], world: dict, server, account
             email = await measure_email(console, server, account, world["inbox"], args.emails, args.poll_interval,
                                         random.Random(args.seed))
         finally:
-            await asyncio.to_thread(stop_process, beat)
+            await asyncio.to_thread(stop_process_group, beat)
         starts = [t for t in poll_starts(workdir) if t >= email_started]
         gaps = [b - a for a, b in itertools.pairwise(starts)]
         email["poll_period_median_s"] = round(statistics.median(gaps), 2) if gaps else None
@@ -627,9 +617,9 @@ def main() -> None:
                 print(f"--- the end of {name}:\n{(workdir / name).read_text(errors='replace')[-3000:]}")
         raise
     finally:
-        stop_process(worker)
+        stop_process_group(worker)
         if daphne is not None:
-            api.stop(daphne)
+            stop_process_group(daphne)
         if server is not None:
             server.stop()
         embedded_redis.stop(redis_process)

@@ -19,7 +19,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ TARGET_RATIO = 0.5
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import throwaway_database  # noqa: E402
+
+from tests.servers.processes import stop_process_group  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
@@ -169,16 +170,6 @@ def start_workers(count: int, workdir: Path) -> list[subprocess.Popen]:
     return [process for process, _ in workers]
 
 
-def stop_workers(workers: list[subprocess.Popen]) -> None:
-    for process in workers:
-        os.killpg(process.pid, signal.SIGTERM)
-    for process in workers:
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-
-
 def _report_task_times(workdir: Path, count: int) -> None:
     """Celery logs each task's run time: their mean shows where the end-to-end time goes."""
     import re
@@ -231,7 +222,8 @@ def measure_workers(count: int, conversation, agent, n: int, smtp: SMTPProcess, 
             raise RuntimeError(f"the SMTP server received {received} messages for {n} replies")
         return n / elapsed
     finally:
-        stop_workers(workers)
+        for worker in workers:
+            stop_process_group(worker)
         # The tasks of messages a drain already sent are still queued (each would find nothing to
         # claim): drop them so the next run starts from an empty queue, as the first did.
         from config.celery import app

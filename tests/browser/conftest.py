@@ -8,7 +8,6 @@ contexts. Playwright never downloads a browser: it drives /usr/bin/chromium (CHR
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import pytest
 from django.conf import settings
 
 from tests.servers.asgi import free_port, wait_for
+from tests.servers.processes import stop_process_group
 from tests.servers.smtp import SMTPTestServer
 from tests.servers.worker import ROOT, WorkerProcess, worker_environment
 
@@ -77,12 +77,7 @@ def live_console(django_db_setup, django_db_blocker, tmp_path_factory, browser_m
         yield LiveConsole(f"http://127.0.0.1:{port}", port, smtp, daphne_log, worker)
     finally:
         worker.stop()
-        if daphne.poll() is None:
-            os.killpg(daphne.pid, signal.SIGTERM)
-            try:
-                daphne.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(daphne.pid, signal.SIGKILL)
+        stop_process_group(daphne)
         smtp.stop()
 
 

@@ -29,7 +29,6 @@ def inbox(db):
 # One real ASGI server (daphne, the Procfile's web process) and one Celery worker per module
 # ---------------------------------------------------------------------------
 import os  # noqa: E402
-import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -40,6 +39,7 @@ from django.test import Client  # noqa: E402
 
 from tests.actions.conftest import tap  # noqa: E402, F401  (the event tap: a real channel in real groups)
 from tests.servers.asgi import AsgiServer, free_port, wait_for  # noqa: E402
+from tests.servers.processes import stop_process_group  # noqa: E402
 from tests.servers.worker import ROOT, WorkerProcess, worker_environment  # noqa: E402
 
 # Short enough for tests to watch a reload and a crash; the server, the worker and this
@@ -63,13 +63,7 @@ def start_daphne(log_path: Path) -> AsgiServer:
 def stop_daphne(server: AsgiServer, *, kill: bool = False) -> None:
     for client in server.sockets:
         client.close()
-    if server.process.poll() is None:
-        os.killpg(server.process.pid, signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            server.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.process.pid, signal.SIGKILL)
-            server.process.wait(timeout=10)
+    stop_process_group(server.process, kill=kill)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import base64
 import contextlib
 import json
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -25,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.servers.processes import stop_process_group
 from tests.servers.worker import ROOT, worker_environment
 
 _TEXT, _CLOSE, _PING, _PONG = 0x1, 0x8, 0x9, 0xA
@@ -171,10 +171,4 @@ def asgi_server(tmp_path, transactional_db) -> Iterator[AsgiServer]:
     finally:
         for client in server.sockets:
             client.close()
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_process_group(process)

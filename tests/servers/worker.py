@@ -6,7 +6,6 @@ Tests that use them need committed rows: mark them `@pytest.mark.django_db(trans
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.db import connection
+
+from tests.servers.processes import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,17 +79,10 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """SIGKILL the whole process group: the worker dies mid-task, as in a crash."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        stop_process_group(self.process, kill=True)
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process_group(self.process, timeout=timeout)
         if self._log:
             self._log.close()
 
