@@ -12,7 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
@@ -22,7 +22,7 @@ from agents.models import Agent, Presence
 from conversations import actions
 from conversations.console import mentions, reads
 from conversations.console.models import Draft, DraftFile, DraftMode
-from conversations.console.views import conversation_context
+from conversations.console.views import conversation_context, full_page, pane_url
 from conversations.live import presence as live_presence
 from conversations.outgoing.replies import AttachmentUpload
 from departments.models import Department
@@ -34,6 +34,8 @@ MAX_DRAFT_FILES = 20
 
 def _sidebar(request: HttpRequest, row: Any, error: str = "") -> HttpResponse:
     row = reads.get_conversation(request.user, row.public_id)
+    if not request.htmx:  # a plain form post: back to the page, or the page with what went wrong
+        return full_page(request, row, error=error) if error else redirect(pane_url(row), permanent=False)
     return render(request, "console/_sidebar.html", {**conversation_context(request, row), "error": error})
 
 
@@ -128,6 +130,8 @@ def _addresses(value: str) -> list[str]:
 
 
 def _composer(request: HttpRequest, row: Any, **extra: Any) -> HttpResponse:
+    if not request.htmx:
+        return full_page(request, row, **extra)
     context = {**conversation_context(request, row), **extra}
     response = render(request, "console/_composer.html", context)
     return reswap(retarget(response, "#composer"), "outerHTML")
@@ -193,6 +197,8 @@ def send(request: HttpRequest, conversation: uuid.UUID) -> HttpResponse:
     _discard_draft(request.user, row)
     reads.mark_read(request.user, row)
     row = reads.get_conversation(request.user, conversation)
+    if not request.htmx:
+        return redirect(pane_url(row))
     return render(request, "console/_conversation.html", {**conversation_context(request, row), "sent": mode})
 
 

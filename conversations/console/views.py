@@ -123,12 +123,18 @@ def _reply_all(conversation: Any, messages: list[Any]) -> dict[str, str]:
 def conversation_page(request: HttpRequest, conversation: uuid.UUID) -> HttpResponse:
     row = reads.get_conversation(request.user, conversation)
     reads.mark_read(request.user, row)
-    context = conversation_context(request, row)
     if request.htmx and request.htmx.target == "conversation":
-        return render(request, "console/_conversation.html", context)
+        return render(request, "console/_conversation.html", conversation_context(request, row))
+    return full_page(request, row)
+
+
+def full_page(request: HttpRequest, row: Any, **extra: Any) -> HttpResponse:
+    """The whole console with this conversation open: its own address, and the answer to a form
+    posted without htmx (JavaScript off, or a click before htmx took over a fresh fragment)."""
     filters = reads.Filters.parse(request.GET, is_manager(request.user))
     return render(request, "console/index.html", {**_base(request, filters), **_list_context(request, filters),
-                                                  **context, "title": row.subject or "(no subject)"})
+                                                  **conversation_context(request, row), **extra,
+                                                  "title": row.subject or "(no subject)"})
 
 
 @login_required

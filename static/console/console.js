@@ -11,9 +11,24 @@
   function pane() { return $("#pane"); }
   function openConversation() { var p = pane(); return p ? p.dataset.conversation : null; }
 
+  // A live refresh asks the server for a fragment again and swaps in the newest answer only.
+  // Answers can cross on the way back (three events in quick succession), and htmx.ajax would
+  // queue a second ask behind the first on an element the first answer then replaces, so the
+  // newer answer would land nowhere and the page would stay a step behind.
+  var asks = {};
   function fetchInto(url, target, swap) {
     if (!$(target)) return Promise.resolve();
-    return htmx.ajax("GET", url, { target: target, swap: swap || "outerHTML" });
+    var ask = (asks[target] || 0) + 1;
+    asks[target] = ask;
+    var headers = { "HX-Request": "true", "HX-Target": target.replace(/^#/, "") };
+    return fetch(url, { credentials: "same-origin", headers: headers })
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (fragment) {
+        var el = $(target);
+        if (fragment === null || asks[target] !== ask || !el) return;
+        htmx.swap(el, fragment, { swapStyle: swap || "outerHTML" }, { eventInfo: { target: el } });
+      })
+      .catch(function () { /* offline for a moment: the next event, or the resume's refetch, asks again */ });
   }
 
   // ---------------------------------------------------------------- the list
@@ -64,6 +79,14 @@
   function refreshDelivery(messageId) {
     var el = document.getElementById("delivery-" + messageId);
     if (el) fetchInto(el.dataset.statusUrl, "#delivery-" + messageId);
+  }
+
+  // A fragment swapped in was rendered a moment ago: a reply it shows as queued or sending may
+  // have moved on since, and the socket's word of that may have come before the fragment did.
+  function catchUpDeliveries(root) {
+    $all(".delivery[data-status='queued'], .delivery[data-status='sending']", root).forEach(function (el) {
+      refreshDelivery(el.id.slice("delivery-".length));
+    });
   }
 
   function afterPaneChange() {
@@ -217,7 +240,14 @@
     if (target) target.focus();
   }
 
-  function click(selector) { var el = $(selector); if (el) el.click(); }
+  function click(selector) {
+    var el = $(selector);
+    if (!el) return;
+    // htmx binds a fragment it swapped in only when the fragment settles, a moment later; bind it
+    // now, so a key pressed in that moment is htmx's request and not a plain form post.
+    if (window.htmx) window.htmx.process(el.closest("form") || el);
+    el.click();
+  }
 
   function onKey(event) {
     if (event.ctrlKey && event.key === "Enter" && event.target.closest && event.target.closest("#composer")) {
@@ -259,6 +289,7 @@
     document.body.addEventListener("htmx:afterSwap", function (event) {
       var target = event.detail.target;
       if (target && target.id === "conversation") afterPaneChange();
+      if (target && (target.id === "conversation" || target.id === "thread")) catchUpDeliveries(target);
       if ($("#list")) notifyMentions();
       var list = $("#list");
       var view = $("#filter-view");

@@ -146,7 +146,9 @@ def test_keyboard_only_sign_in_open_reply_close(new_page, live_console, people):
     server_password("alice")
     page = new_page()
     page.goto("/login/")
-    page.keyboard.type("alice")  # the username field has focus
+    # The username field takes the focus by itself (autofocus), once the browser has drawn the page.
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'id_username'")
+    page.keyboard.type("alice")
     page.keyboard.press("Tab")
     page.keyboard.type("correct horse battery staple")
     page.keyboard.press("Enter")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import html
+from html.parser import HTMLParser
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from conversations.console.models import Draft
@@ -263,3 +265,57 @@ def test_managers_get_the_admin_link_and_agents_do_not(client, people, conversat
     assert 'href="/admin/"' in page(client, people.manager, "index").content.decode()
     assert 'href="/admin/"' not in page(client, people.agent_a.user, "index").content.decode()
     assert ">All <" not in page(client, people.agent_a.user, "index", view="all").content.decode()
+
+
+class _Forms(HTMLParser):
+    """The forms of a page as a browser without JavaScript sees them: method, action, fields, buttons."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[dict] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form":
+            self.forms.append({"method": attrs.get("method", "get"), "action": attrs.get("action", ""),
+                               "fields": {}, "buttons": []})
+        elif tag == "input" and self.forms and attrs.get("type") == "hidden":
+            self.forms[-1]["fields"][attrs["name"]] = attrs.get("value", "")
+        elif tag == "button" and self.forms:
+            self.forms[-1]["buttons"].append(attrs.get("id"))
+
+
+def test_with_javascript_off_the_sidebars_plain_forms_close_the_conversation(people, conversation):
+    """A browser without JavaScript, or a key pressed before htmx took over a fragment it just
+    swapped in, submits the form itself: that must do what the button says, CSRF and all."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(people.agent_a.user)
+    url = reverse("console:conversation", args=[conversation.public_id])
+    forms = _Forms()
+    forms.feed(client.get(url).content.decode())
+    close = next(form for form in forms.forms if "status-closed" in form["buttons"])
+    assert close["method"] == "post"
+
+    response = client.post(close["action"], close["fields"])
+
+    assert response.status_code == 302
+    assert response["Location"] == url
+    conversation.refresh_from_db()
+    assert conversation.status == ConversationStatus.CLOSED
+    assert '<p id="status" class="status status-closed">Closed</p>' in client.get(url).content.decode()
+
+
+def test_with_javascript_off_a_reply_is_sent_from_the_composer_form(people, conversation):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(people.agent_a.user)
+    url = reverse("console:conversation", args=[conversation.public_id])
+    forms = _Forms()
+    forms.feed(client.get(url).content.decode())
+    composer = next(form for form in forms.forms if "send-button" in form["buttons"])
+    assert composer["method"] == "post"
+
+    response = client.post(composer["action"], {**composer["fields"], "mode": "reply", "text": "Sent without JS"})
+
+    assert response.status_code == 302
+    assert response["Location"] == url
+    assert conversation.messages.filter(direction=Direction.OUT, text__startswith="Sent without JS").exists()
