@@ -277,31 +277,37 @@ def _log_key(department_id: int) -> str:
 def sequence(messages: list[dict[str, Any]]) -> None:
     """Give each message an id (one counter for all) and, per department, the next number of
     that department, and append it to each department's replay log: two round trips for a
-    burst. The counters never expire; a log keeps its last EVENT_REPLAY_LENGTH events, and
-    expires EVENT_REPLAY_SECONDS after its last one."""
+    burst, whatever its size (a counter moves once per burst, by the burst's count). The counters
+    never expire; a log keeps its last EVENT_REPLAY_LENGTH events, and expires
+    EVENT_REPLAY_SECONDS after its last one."""
     numbered = [m for m in messages if m.get("departments") and m["event"] not in EPHEMERAL]
     if not numbered:
         return
+    per_department = collections.Counter(d for message in numbered for d in message["departments"])
     redis = get_redis()
     with redis.pipeline(transaction=False) as pipe:
-        for message in numbered:
-            pipe.incr(_ID_KEY)
-            for department_id in message["departments"]:
-                pipe.incr(_seq_key(department_id))
-        counters = iter(pipe.execute())
-    for message in numbered:
-        message["id"] = next(counters)
+        pipe.incrby(_ID_KEY, len(numbered))
+        for department_id, count in per_department.items():
+            pipe.incrby(_seq_key(department_id), count)
+        last_id, *last_numbers = pipe.execute()
+    # Each counter now ends at the burst's last number: hand the numbers out in order up to it.
+    next_id = last_id - len(numbered) + 1
+    next_number = {d: last - per_department[d] + 1 for d, last in zip(per_department, last_numbers, strict=True)}
+    entries: dict[int, dict[str, int]] = collections.defaultdict(dict)
+    for offset, message in enumerate(numbered):
+        message["id"] = next_id + offset
         # String keys: msgpack (the channel layer) refuses integer map keys when unpacking.
-        message["seq"] = {str(department_id): next(counters) for department_id in message["departments"]}
+        message["seq"] = {}
+        for department_id in message["departments"]:
+            message["seq"][str(department_id)] = next_number[department_id]
+            next_number[department_id] += 1
+        entry = json.dumps(message, separators=(",", ":"))
+        for department_id, number in message["seq"].items():
+            entries[int(department_id)][entry] = number
     length, ttl = int(settings.EVENT_REPLAY_LENGTH), int(settings.EVENT_REPLAY_SECONDS)
     with redis.pipeline(transaction=False) as pipe:
-        touched = set()
-        for message in numbered:
-            entry = json.dumps(message, separators=(",", ":"))
-            for department_id, number in message["seq"].items():
-                pipe.zadd(_log_key(int(department_id)), {entry: number})
-                touched.add(int(department_id))
-        for department_id in touched:
+        for department_id, mapping in entries.items():
+            pipe.zadd(_log_key(department_id), mapping)
             pipe.zremrangebyrank(_log_key(department_id), 0, -length - 1)
             pipe.expire(_log_key(department_id), ttl)
         pipe.execute()

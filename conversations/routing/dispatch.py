@@ -13,6 +13,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from django.db import transaction
@@ -24,6 +25,11 @@ from conversations.routing.queue import waiting
 logger = logging.getLogger(__name__)
 
 COALESCE_SECONDS = 2
+# The asking thread makes one round of asks at most this often. A burst of new conversations
+# (a backlog polled at hundreds a second) then costs a few Redis round trips a second, not one
+# each; the first ask after a quiet moment still goes at once, and every ask goes out after the
+# commit that made it, so no conversation waits for more than this and the drain it starts.
+ASK_ROUND_SECONDS = 0.2
 
 
 def _pending_key(department_id: int) -> str:
@@ -52,7 +58,7 @@ class _Asker:
     """Asks for drains on a thread of its own. Ingest commits hundreds of new conversations a
     second, and each ask is a Redis round trip (and now and then a Celery send) that held up
     the next message: ~0.5 ms of ingest's ~4 a message. Asks for one department that arrive
-    while the thread is busy become one, which is all the flag would let through anyway. A
+    while the thread is busy, or within ASK_ROUND_SECONDS of its last round, become one. A
     forked process (a Celery child) starts its own thread; `flush` runs at exit."""
 
     def __init__(self) -> None:
@@ -74,6 +80,7 @@ class _Asker:
             with self._changed:
                 self._changed.wait_for(lambda: bool(self._pending))
                 asks, self._pending, self._busy = list(self._pending), {}, True
+            started = time.monotonic()
             try:
                 for department_id in asks:
                     request_drain(department_id)
@@ -83,6 +90,8 @@ class _Asker:
                 with self._changed:
                     self._busy = False
                     self._changed.notify_all()
+            # Asks that come meanwhile wait for the next round, and become one per department.
+            time.sleep(max(0.0, ASK_ROUND_SECONDS - (time.monotonic() - started)))
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until every ask made so far in this process was made."""
