@@ -68,7 +68,11 @@ def known_conversation(conversation: Conversation, contact_address: str | None =
 def participants(message: Message) -> frozenset[str]:
     """The people a message was between: its sender and recipients (ours included), lower-cased;
     a reply from anyone else is flagged as a new participant."""
-    people = [message.from_address] + [p.get("address", "") for p in [*message.to, *message.cc]]
+    return _people(message.from_address, message.to, message.cc)
+
+
+def _people(from_address: str, to: list[dict], cc: list[dict]) -> frozenset[str]:
+    people = [from_address] + [p.get("address", "") for p in [*to, *cc]]
     return frozenset(p.lower() for p in people if p)
 
 
@@ -97,23 +101,33 @@ class Lookups:
     def _load_known(self, ids: set[str]) -> dict[str, KnownMessage]:
         if not ids:
             return {}
+        # Plain values, not model instances: a batch of replies deep in long threads names
+        # hundreds of stored messages, and building a Message and a Conversation for each
+        # was a measurable part of ingest.
         rows = (
             Message.objects.filter(inbox=self.inbox)
             .filter(Q(message_id__in=ids) | Q(header_message_id__in=ids))
-            .select_related("conversation__contact")
-            .only("message_id", "header_message_id", "direction", "from_address", "to", "cc",
-                  *(f"conversation__{f}" for f in _CONVERSATION_FIELDS))
+            .values_list("pk", "message_id", "header_message_id", "direction", "from_address", "to", "cc",
+                         "conversation_id", *(f"conversation__{f}" for f in _CONVERSATION_FIELDS))
             .order_by()
         )
-        entries = [(row, KnownMessage(known_conversation(row.conversation), participants(row))) for row in rows]
+        entries = []
+        for (pk, message_id, header_message_id, direction, from_address, to, cc, conversation_id,
+             public_id, status, closed_at, last_message_at, contact_address) in rows:
+            conversation = KnownConversation(
+                id=conversation_id, public_id=public_id, contact_address=contact_address,
+                closed=status == ConversationStatus.CLOSED, closed_at=closed_at, last_message_at=last_message_at)
+            entries.append((pk, message_id, header_message_id, direction,
+                            KnownMessage(conversation, _people(from_address, to or [], cc or []))))
         # Our outgoing messages among them: a bounce that quotes one marks it bounced.
-        self._outgoing = {row.message_id: row.pk for row, _entry in entries if row.direction == Direction.OUT}
+        self._outgoing = {message_id: pk for pk, message_id, _h, direction, _e in entries
+                          if direction == Direction.OUT}
         # A message stored under its own id wins over one that only carries it in its header
         # (the second of two messages sharing a Message-ID): own ids first, headers fill gaps.
-        known = {row.message_id: entry for row, entry in entries if row.message_id in ids}
-        for row, entry in entries:
-            if row.header_message_id in ids:
-                known.setdefault(row.header_message_id, entry)
+        known = {message_id: entry for _pk, message_id, _h, _d, entry in entries if message_id in ids}
+        for _pk, _m, header_message_id, _d, entry in entries:
+            if header_message_id in ids:
+                known.setdefault(header_message_id, entry)
         return known
 
     def _load_tokens(self, ids: set[str]) -> dict[str, KnownConversation]:
