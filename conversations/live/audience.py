@@ -53,22 +53,27 @@ def listeners_for(sockets: Iterable[tuple[int, str | None]]) -> dict[tuple[int, 
     """listener_for for many (user id, session key) pairs in a few queries, whatever their
     number: a web process rechecks all its sockets at once."""
     sockets = set(sockets)
-    users = {user.pk: user for user in get_user_model().objects.filter(pk__in={u for u, _ in sockets})}
+    # Only what the rule reads (a recheck of 500 sockets every few seconds shares the process
+    # with their fan-out): activity, staff, and the password hash a session is checked against.
+    users = {user.pk: user for user in get_user_model().objects.filter(pk__in={u for u, _ in sockets})
+             .only("is_active", "is_staff", "password")}
     sessions = _sessions({key for _, key in sockets if key is not None})
     signed_in = {(user_id, key) for user_id, key in sockets
                  if (user := users.get(user_id)) is not None and user.is_active
                  and (key is None or _session_holds(sessions.get(key), user))}
     allowed = department_ids_for_users(users[user_id] for user_id in {u for u, _ in signed_in})
-    agents = {agent.user_id: agent for agent in Agent.objects.filter(user_id__in=allowed)}
+    agents = {user_id: (pk, public_id, kind) for user_id, pk, public_id, kind in
+              Agent.objects.filter(user_id__in=allowed).values_list("user_id", "pk", "public_id", "kind")}
     departments = {pk: str(public_id) for pk, public_id in Department.objects.values_list("pk", "public_id")}
     listeners: dict[tuple[int, str | None], Listener | None] = dict.fromkeys(sockets)
     for user_id, key in signed_in:
         heard, agent = allowed[user_id], agents.get(user_id)
+        agent_id, agent_public_id, kind = agent if agent else (None, None, AgentKind.HUMAN)
         listeners[(user_id, key)] = Listener(
             user_id=user_id, departments=None if heard is None else frozenset(heard),
             public_ids=dict(departments) if heard is None else {d: departments[d] for d in heard if d in departments},
-            agent_id=agent.pk if agent else None, agent_public_id=str(agent.public_id) if agent else None,
-            human=agent is None or agent.kind == AgentKind.HUMAN,
+            agent_id=agent_id, agent_public_id=str(agent_public_id) if agent else None,
+            human=kind == AgentKind.HUMAN,
         )
     return listeners
 
@@ -80,9 +85,27 @@ def _sessions(keys: set[str]) -> dict[str, dict]:
     engine = import_module(settings.SESSION_ENGINE)
     if settings.SESSION_ENGINE in ("django.contrib.sessions.backends.db", "django.contrib.sessions.backends.cached_db"):
         store = engine.SessionStore()
-        rows = Session.objects.filter(session_key__in=keys, expire_date__gt=timezone.now())
-        return {row.session_key: store.decode(row.session_data) for row in rows}
+        rows = (Session.objects.filter(session_key__in=keys, expire_date__gt=timezone.now())
+                .values_list("session_key", "session_data"))
+        return {key: _decoded(store, key, data) for key, data in rows}
     return {key: data for key in keys if (data := engine.SessionStore(key).load())}
+
+
+# Decoded session data by key, while the stored text is unchanged: decoding checks a signature,
+# and the same few hundred sessions are rechecked every few seconds.
+_DECODED: dict[str, tuple[str, dict]] = {}
+_DECODED_MAX = 10_000
+
+
+def _decoded(store: object, key: str, data: str) -> dict:
+    cached = _DECODED.get(key)
+    if cached is not None and cached[0] == data:
+        return cached[1]
+    if len(_DECODED) >= _DECODED_MAX:
+        _DECODED.clear()
+    decoded = store.decode(data)
+    _DECODED[key] = (data, decoded)
+    return decoded
 
 
 def _session_holds(data: dict | None, user: object) -> bool:
