@@ -285,16 +285,23 @@ class _Forms(HTMLParser):
             self.forms[-1]["buttons"].append(attrs.get("id"))
 
 
-def test_with_javascript_off_the_sidebars_plain_forms_close_the_conversation(people, conversation):
-    """A browser without JavaScript, or a key pressed before htmx took over a fragment it just
-    swapped in, submits the form itself: that must do what the button says, CSRF and all."""
+def _plain_form(people, conversation, button: str) -> tuple[Client, str, dict]:
+    """Alice's browser with CSRF checks on, the conversation's address, and the form of `button`
+    on its page, which must post."""
     client = Client(enforce_csrf_checks=True)
     client.force_login(people.agent_a.user)
     url = reverse("console:conversation", args=[conversation.public_id])
     forms = _Forms()
     forms.feed(client.get(url).content.decode())
-    close = next(form for form in forms.forms if "status-closed" in form["buttons"])
-    assert close["method"] == "post"
+    form = next(form for form in forms.forms if button in form["buttons"])
+    assert form["method"] == "post"
+    return client, url, form
+
+
+def test_with_javascript_off_the_sidebars_plain_forms_close_the_conversation(people, conversation):
+    """A browser without JavaScript, or a key pressed before htmx took over a fragment it just
+    swapped in, submits the form itself: that must do what the button says, CSRF and all."""
+    client, url, close = _plain_form(people, conversation, "status-closed")
 
     response = client.post(close["action"], close["fields"])
 
@@ -306,13 +313,7 @@ def test_with_javascript_off_the_sidebars_plain_forms_close_the_conversation(peo
 
 
 def test_with_javascript_off_a_reply_is_sent_from_the_composer_form(people, conversation):
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(people.agent_a.user)
-    url = reverse("console:conversation", args=[conversation.public_id])
-    forms = _Forms()
-    forms.feed(client.get(url).content.decode())
-    composer = next(form for form in forms.forms if "send-button" in form["buttons"])
-    assert composer["method"] == "post"
+    client, url, composer = _plain_form(people, conversation, "send-button")
 
     response = client.post(composer["action"], {**composer["fields"], "mode": "reply", "text": "Sent without JS"})
 
