@@ -3,7 +3,7 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python benchmarks/api.py
 
 The rows are written by COPY into a throwaway database (never the one DATABASE_URL names), not
-through ingest. Then the real ASGI server (daphne, as `make run` starts it) answers, over one
+through ingest. Then the real ASGI server (uvicorn, as `make run` starts it) answers, over one
 keep-alive connection, at least 200 requests of each kind: the conversation list (a page of 50,
 with filters cycling: all, open, unassigned, one inbox, one department), a search (words of the
 subject, the contact and the message text), the detail of a conversation with 50 messages, and
@@ -208,7 +208,7 @@ def search_indexes(action: str) -> None:
 # Requests
 # ---------------------------------------------------------------------------
 class Client:
-    """One keep-alive HTTP connection to daphne, with a token."""
+    """One keep-alive HTTP connection to the web server, with a token."""
 
     def __init__(self, port: int, token: str) -> None:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -254,13 +254,12 @@ def count_queries(token: str, path: str, method: str = "get", body: dict | None 
 # ---------------------------------------------------------------------------
 # The server
 # ---------------------------------------------------------------------------
-def start_daphne(workdir: Path) -> tuple[subprocess.Popen, int]:
-    from tests.servers.asgi import free_port, wait_for
+def start_web(workdir: Path) -> tuple[subprocess.Popen, int]:
+    from tests.servers.asgi import free_port, wait_for, web_command
 
     port = free_port()
-    log = (workdir / "daphne.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                                "config.asgi:application"], cwd=ROOT, env=os.environ.copy(), stdout=log,
+    log = (workdir / "web.log").open("wb")
+    process = subprocess.Popen(web_command(port), cwd=ROOT, env=os.environ.copy(), stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     wait_for(f"http://127.0.0.1:{port}/healthz", timeout=60)
     return process, port
@@ -341,7 +340,7 @@ def main() -> None:
         return secret
 
     redis_process = embedded_redis.start(settings.REDIS_SOCKET, persist=False) if settings.REDIS_EMBEDDED else None
-    daphne = None
+    web = None
     try:
         call_command("migrate", verbosity=0)
         started = time.monotonic()
@@ -363,7 +362,7 @@ def main() -> None:
                                                                   department_id__in=department_ids)
                       .values_list("public_id", flat=True)]
         connection.close()
-        daphne, port = start_daphne(workdir)
+        web, port = start_web(workdir)
         n = max(200, args.requests)
         times, queries = measure(port, world, conversations, detail_ids, n, random.Random(7), issue)
         figures = {kind: percentiles(values) for kind, values in times.items()}
@@ -384,8 +383,8 @@ def main() -> None:
             **queries, "requests_each": n, "generation_s": round(generation, 1),
         }))
     finally:
-        if daphne is not None:
-            stop_process_group(daphne)
+        if web is not None:
+            stop_process_group(web)
         embedded_redis.stop(redis_process)
         if args.keep:
             print(f"kept {settings.DATABASES['default']['NAME']}")

@@ -3,8 +3,8 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python benchmarks/console.py
 
 The rows come from benchmarks/api.py's generator (COPY into a throwaway database). The real ASGI
-server (daphne) serves Debian's chromium, driven by Playwright. Measured in the page, from the
-browser's own clock:
+server (uvicorn, the Procfile's web process) serves Debian's chromium, driven by Playwright.
+Measured in the page, from the browser's own clock:
 
 - list ready: from navigation start to DOMContentLoaded of "My departments" (the page's deferred
   scripts have run by then: the list is rendered, the keys and htmx answer), over fresh loads;
@@ -146,7 +146,7 @@ def main() -> None:
     from conversations.models import Conversation
 
     redis_process = embedded_redis.start(settings.REDIS_SOCKET, persist=False) if settings.REDIS_EMBEDDED else None
-    daphne = None
+    web = None
     try:
         call_command("migrate", verbosity=0)
         started = time.monotonic()
@@ -162,7 +162,7 @@ def main() -> None:
         # The newest conversations are the 50-message ones: the first rows of the agent's list.
         rows = Conversation.objects.filter(department=department, status="open", pk__lte=api.DETAIL_CONVERSATIONS)
         ids = [str(c) for c in rows.order_by("-last_message_at").values_list("public_id", flat=True)[:50]]
-        daphne, port = api.start_daphne(workdir)
+        web, port = api.start_web(workdir)
         base = f"http://127.0.0.1:{port}"
         cookie = session_cookie(agent.user, port)
         connection.close()
@@ -188,8 +188,8 @@ def main() -> None:
             print(f"{key}: {result[key]} ({verdict} the target of {target})")
         print(json.dumps(result))
     finally:
-        if daphne is not None:
-            api.stop(daphne)
+        if web is not None:
+            api.stop(web)
         embedded_redis.stop(redis_process)
         drop_database()
         shutil.rmtree(workdir, ignore_errors=True)

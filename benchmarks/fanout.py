@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/fanout.py [--sockets 500] [--events 50] [--emails 10]
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres .venv/bin/python benchmarks/fanout.py
 
-The processes are the Procfile's: daphne serving config.asgi (web), `celery worker` (worker) and,
+The processes are the Procfile's: uvicorn serving config.asgi (web), `celery worker` (worker) and,
 for the email part, `celery beat` (beat); Redis is REDIS_URL's, else a private one in the temp
 folder; the database is a throwaway one (SQLite, or one of its own beside DATABASE_URL's).
 
@@ -28,7 +28,7 @@ folder; the database is a throwaway one (SQLite, or one of its own beside DATABA
 
 The agents' rows say "online" before their sockets open, as after a restart of the web process:
 otherwise 500 agents coming online at once would first fan out 500 presence events to 500 sockets.
-Both clocks are time.time() on this one machine. Also printed, to tell where time goes: daphne's
+Both clocks are time.time() on this one machine. Also printed, to tell where time goes: the web server's
 CPU with the sockets idle and during the fan-out, this process's (the clients'), and how often
 the worker actually polled. Settings come from the environment as usual (LIVE_RECHECK_SECONDS,
 PRESENCE_* ...). The last line printed is one JSON object, with each target and whether it was met.
@@ -388,7 +388,7 @@ class Console:
                 for attempt in range(3):  # as the console does, reconnect when a connection is refused
                     try:
                         socket, _hello = await ConsoleSocket.open(index, port, cookie)
-                        # Read (and answer daphne's pings) from now on, not once every socket is open.
+                        # Read (and answer the server's pings) from now on, not once every socket is open.
                         self.tasks.append(asyncio.ensure_future(self._listen(socket)))
                         self.tasks.append(asyncio.ensure_future(self._heartbeat(socket)))
                         return socket
@@ -452,14 +452,14 @@ class Console:
 # The measurements with sockets
 # ---------------------------------------------------------------------------
 async def measure_fanout(console: Console, conversation_id: int, agent_id: int, events: int,
-                         daphne_pid: int) -> dict:
+                         web_pid: int) -> dict:
     from config.celery import app
 
     latencies, missed, counted = [], 0, 0
     cpu_before = wall_before = ours_before = 0.0
     for n in range(WARMUP_EVENTS + events):
         if n == WARMUP_EVENTS:
-            cpu_before, wall_before, ours_before = cpu_seconds(daphne_pid), time.monotonic(), time.process_time()
+            cpu_before, wall_before, ours_before = cpu_seconds(web_pid), time.monotonic(), time.process_time()
         sent = await asyncio.to_thread(app.send_task, NOTE_TASK, args=[conversation_id, agent_id, n])
         done = await asyncio.to_thread(sent.get, timeout=60)
         arrived = await console.wait_all(("message.created", done["message"]), timeout=10)
@@ -469,12 +469,12 @@ async def measure_fanout(console: Console, conversation_id: int, agent_id: int, 
             missed += len(console.sockets) - len(arrived)
         await asyncio.sleep(0.2)  # one event at a time: the next after this one reached everyone
     wall = time.monotonic() - wall_before
-    busy, ours = (cpu_seconds(daphne_pid) - cpu_before) / wall, (time.process_time() - ours_before) / wall
+    busy, ours = (cpu_seconds(web_pid) - cpu_before) / wall, (time.process_time() - ours_before) / wall
     if not latencies:
         raise SystemExit("no socket received any note's message.created")
     return {"events": counted, "fanout_p50_ms": round(statistics.median(latencies), 1),
             "fanout_p99_ms": round(percentile(latencies, 99), 1), "fanout_max_ms": round(max(latencies), 1),
-            "fanout_missed": missed, "daphne_cpu_fanout_pct": round(busy * 100),
+            "fanout_missed": missed, "web_cpu_fanout_pct": round(busy * 100),
             "clients_cpu_fanout_pct": round(ours * 100)}
 
 
@@ -517,7 +517,7 @@ async def measure_email(console: Console, server, account: tuple[str, str], inbo
             "email_to_first_socket_max_ms": round(max(firsts)), "email_missed": missed, "emails_lost": lost}
 
 
-async def live(args, port: int, cookies: list[str], world: dict, server, account, daphne_pid: int,
+async def live(args, port: int, cookies: list[str], world: dict, server, account, web_pid: int,
                workdir: Path) -> dict:
     from django.conf import settings
 
@@ -528,14 +528,14 @@ async def live(args, port: int, cookies: list[str], world: dict, server, account
           f"({console.retries} connections tried again)", flush=True)
     try:
         await asyncio.sleep(3)  # the connections' own work settles
-        cpu, wall = cpu_seconds(daphne_pid), time.monotonic()
+        cpu, wall = cpu_seconds(web_pid), time.monotonic()
         await asyncio.sleep(4)
-        idle = (cpu_seconds(daphne_pid) - cpu) / (time.monotonic() - wall)
-        print(f"daphne with {len(console.sockets)} idle sockets: {idle:.0%} of a core (each socket rechecks its "
-              f"permissions and renews its presence every {settings.LIVE_RECHECK_SECONDS} s)", flush=True)
+        idle = (cpu_seconds(web_pid) - cpu) / (time.monotonic() - wall)
+        print(f"the web server with {len(console.sockets)} idle sockets: {idle:.0%} of a core (each socket "
+              f"rechecks its permissions and renews its presence every {settings.LIVE_RECHECK_SECONDS} s)", flush=True)
         print(f"fan-out: {args.events} notes, one at a time, to {len(console.sockets)} sockets ...", flush=True)
         fanout = await measure_fanout(console, world["conversation"].pk, world["agents"][0].pk, args.events,
-                                      daphne_pid)
+                                      web_pid)
         print(f"email to socket: {args.emails} emails, poll interval {args.poll_interval} s, "
               f"beat tick {args.poll_tick} s ...", flush=True)
         beat = await asyncio.to_thread(start_celery, "beat", workdir, None)
@@ -553,7 +553,7 @@ async def live(args, port: int, cookies: list[str], world: dict, server, account
         closed = collections.Counter(s.closed for s in console.sockets if s.closed is not None)
         return {"sockets": len(console.sockets), "sockets_closed": sum(closed.values()),
                 "connect_retries": console.retries,
-                "daphne_cpu_idle_pct": round(idle * 100), **fanout, **email, "_closed": dict(closed)}
+                "web_cpu_idle_pct": round(idle * 100), **fanout, **email, "_closed": dict(closed)}
     finally:
         await console.close()
 
@@ -581,7 +581,7 @@ def main() -> None:
     import django
 
     django.setup()
-    import api  # benchmarks/api.py: daphne as `make run` starts it
+    import api  # benchmarks/api.py: the web server as `make run` starts it
     from django.conf import settings
     from django.core.management import call_command
     from django.db import connections
@@ -592,7 +592,7 @@ def main() -> None:
 
     print(f"load average at the start: {load_average()}", flush=True)
     redis_process = embedded_redis.start(settings.REDIS_SOCKET, persist=False) if settings.REDIS_EMBEDDED else None
-    server = daphne = worker = None
+    server = web = worker = None
     try:
         call_command("migrate", verbosity=0)
         database = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
@@ -608,18 +608,18 @@ def main() -> None:
         world = fanout_rows(server, account, args.sockets, args.poll_interval)
         cookies = session_cookies([agent.user for agent in world["agents"]])
         connections.close_all()
-        daphne, port = api.start_daphne(workdir)
+        web, port = api.start_web(workdir)
         worker = start_celery("worker", workdir, b" ready.")
-        report = asyncio.run(live(args, port, cookies, world, server, account, daphne.pid, workdir))
+        report = asyncio.run(live(args, port, cookies, world, server, account, web.pid, workdir))
     except BaseException:
-        for name in ("daphne.log", "worker.log", "beat.log"):
+        for name in ("web.log", "worker.log", "beat.log"):
             if (workdir / name).exists():
                 print(f"--- the end of {name}:\n{(workdir / name).read_text(errors='replace')[-3000:]}")
         raise
     finally:
         stop_process_group(worker)
-        if daphne is not None:
-            stop_process_group(daphne)
+        if web is not None:
+            stop_process_group(web)
         if server is not None:
             server.stop()
         embedded_redis.stop(redis_process)
@@ -633,8 +633,8 @@ def main() -> None:
                 and report["emails_lost"] == 0)
     print(f"fan-out to {report['sockets']} sockets over {report['events']} events: p50 {report['fanout_p50_ms']} ms, "
           f"p99 {report['fanout_p99_ms']} ms, max {report['fanout_max_ms']} ms, {report['fanout_missed']} missed "
-          f"({'meets' if fanout_ok else 'misses'} the p99 target of {FANOUT_P99_TARGET_MS} ms); daphne busy "
-          f"{report['daphne_cpu_fanout_pct']}% of a core meanwhile ({report['daphne_cpu_idle_pct']}% when idle), "
+          f"({'meets' if fanout_ok else 'misses'} the p99 target of {FANOUT_P99_TARGET_MS} ms); the web server busy "
+          f"{report['web_cpu_fanout_pct']}% of a core meanwhile ({report['web_cpu_idle_pct']}% when idle), "
           f"this process (the clients) {report['clients_cpu_fanout_pct']}%")
     print(f"email to socket over {report['emails']} emails x {report['sockets']} sockets: p50 "
           f"{report['email_to_socket_p50_ms']} ms, p99 {report['email_to_socket_p99_ms']} ms, max "

@@ -59,7 +59,6 @@ CONTENT_SECURITY_POLICY = {
 }
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -152,17 +151,20 @@ REDIS_EMBEDDED = not env_str("REDIS_URL")
 REDIS_URL = env_str("REDIS_URL") or f"unix://{REDIS_SOCKET}?db=0"
 _CELERY_REDIS_URL = f"redis+socket://{REDIS_SOCKET}" if REDIS_EMBEDDED else REDIS_URL
 
-# A console socket waits for its next event in a blocking pop that Redis ends after 5 s
-# (channels-redis' RedisChannelLayer.brpop_timeout). redis-py 8.1 gives each connection a 5 s
-# socket_timeout by default, the same 5 s: the read timed out as Redis answered, and daphne
-# closed every idle socket with 1011. Reads of the layer may take well over the pop; a Redis
-# gone silent is still noticed within 30 s, and a connection idle past 30 s is pinged first.
+# The channel layer is Redis pub/sub: a web process subscribes once to each group its sockets
+# joined and hands each event to them itself, so an event costs one Redis message per web
+# process, not one per socket (the list-based RedisChannelLayer popped 500 messages one by one
+# for 500 sockets). Pub/sub keeps nothing for a process that is reconnecting; the sockets notice
+# the numbers they skipped and catch up from the replay log (conversations/live/consumers.py).
+# redis-py 8.1's default 5 s socket_timeout once closed idle sockets (it equalled the list
+# layer's blocking pop); reads may wait longer, a Redis gone silent is still noticed within
+# 30 s, and a connection idle past 30 s is pinged first.
 _CHANNEL_REDIS = {"socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 30}
 if not REDIS_URL.startswith("unix://"):
     _CHANNEL_REDIS["socket_keepalive"] = True  # TCP only; a Unix socket connection refuses it
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {"hosts": [{"address": REDIS_URL, **_CHANNEL_REDIS}], "prefix": "switchboard:channels"},
     }
 }

@@ -11,6 +11,12 @@ A client that resumes (the console always does, right after "hello") gets what i
 from then on, each event with `seq`: {department public id: number}. An agent's socket is in
 their departments' groups and their own, so one event can arrive twice; the event id keeps it
 to one.
+
+The channel layer is Redis pub/sub: an event published while a web process is reconnecting to
+Redis does not reach it. So each socket watches its numbers. A number skipped is looked up in
+the replay log after GAP_WAIT_SECONDS (another process's event may simply come second), and
+the recheck notices a department whose counter moved past what a socket heard. Whatever the
+log still holds is sent; a department whose gap it no longer covers gets "refetch".
 """
 
 from __future__ import annotations
@@ -39,7 +45,11 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NO_LONGER_ALLOWED = 4403
 COLLISION_EXPIRES_SECONDS = 10  # a viewing/typing notice lasts this long unless repeated
+GAP_WAIT_SECONDS = 1.0  # a skipped number may still come (two publishers): look it up after this
 _RECENT_IDS = 512
+# An event reaches every socket of the process with the same text: encode it once, not per socket.
+_ENCODED_KEPT = 64
+_encoded: collections.OrderedDict[tuple[int, tuple[str, ...]], str] = collections.OrderedDict()
 
 
 def _groups(listener: Listener) -> set[str]:
@@ -57,12 +67,13 @@ class _Recheck:
     """Every LIVE_RECHECK_SECONDS, all of this event loop's (this web process's) console sockets
     are rechecked at once: one look at the database for what each user may hear now (a few
     queries, however many sockets), one Redis round trip for their heartbeats. Per socket, the
-    same work cost a database hop and a Redis round trip each: 500 idle sockets kept daphne's
+    same work cost a database hop and a Redis round trip each: 500 idle sockets kept the web process's
     core busy."""
 
     def __init__(self) -> None:
         self.sockets: set[ConsoleConsumer] = set()
         self.task: asyncio.Task | None = None
+        self.counted: dict[int, int] = {}
 
     def add(self, socket: ConsoleConsumer) -> None:
         self.sockets.add(socket)
@@ -87,6 +98,14 @@ class _Recheck:
         if not sockets:
             return
         listeners = await database_sync_to_async(listeners_for)({(s.user_id, s.session_key) for s in sockets})
+        # Each department's counter as the last recheck read it: a socket still below it a
+        # recheck later lost the events in between on the way.
+        departments = {d for socket in sockets for d in socket.highest}
+        counted, self.counted = self.counted, await sync_to_async(events.current_sequences, thread_sensitive=False)(
+            departments)
+        for socket in sockets:
+            for department_id, number in counted.items():
+                socket._heard_of(department_id, number)
         beats = []
         for socket in sockets:
             if socket not in self.sockets:
@@ -118,6 +137,10 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         self.groups_joined, self.resumed = set(), False
+        # Per department: the highest number sent to this client, and those below it not sent.
+        self.highest: dict[int, int] = {}
+        self.missing: dict[int, set[int]] = collections.defaultdict(set)
+        self.filling: asyncio.Task | None = None
         self.recent: collections.OrderedDict[int, None] = collections.OrderedDict()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -131,8 +154,10 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         await self._listen(listener)
+        await events.subscribed(self.channel_layer, self.groups_joined)
         await self.accept()
         current = await sync_to_async(events.current_sequences, thread_sensitive=False)(listener.public_ids)
+        self.hello_seq = current
         await self.send_json({"event": "hello", "payload": {
             "groups": len(self.groups_joined), "agent": listener.agent_public_id,
             "seq": {listener.public_ids[d]: n for d, n in current.items()}}})
@@ -155,6 +180,9 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):
         """Join the groups this listener may hear and leave the others."""
         wanted = _groups(listener)
         self.listener = listener
+        for department_id in [d for d in self.highest if d not in listener.public_ids]:
+            del self.highest[department_id]  # no longer heard: count afresh if it comes back
+            self.missing.pop(department_id, None)
         for group in self.groups_joined - wanted:
             await self.channel_layer.group_discard(group, self.channel_name)
         for group in wanted - self.groups_joined:
@@ -163,6 +191,8 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         _recheck().discard(self)
+        if getattr(self, "filling", None) is not None:
+            self.filling.cancel()
         for group in getattr(self, "groups_joined", set()):
             await self.channel_layer.group_discard(group, self.channel_name)
         if self._present:
@@ -226,6 +256,7 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):
         last_seen = {by_public[key]: int(value) for key, value in seen.items()
                      if key in by_public and isinstance(value, int) and value >= 0}
         self.resumed = True
+        self.highest = {**self.hello_seq, **last_seen}
         missed = await sync_to_async(events.missed_since, thread_sensitive=False)(last_seen)
         for message in missed.messages:
             await self.forward(message)
@@ -246,11 +277,68 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):
                 self.recent.popitem(last=False)
         if not may_hear(listener, message.get("departments") or (), message.get("agents") or ()):
             return
-        out = {"event": message["event"], "payload": message["payload"]}
-        if self.resumed and message.get("seq"):
-            out["seq"] = {listener.public_ids[int(d)]: n for d, n in message["seq"].items()
-                          if int(d) in listener.public_ids}
-        await self.send_json(out)
+        seq = message.get("seq") if self.resumed else None
+        visible = tuple(d for d in seq if int(d) in listener.public_ids) if seq else ()
+        for department in visible:
+            self._heard(int(department), seq[department])
+        key = (event_id, visible)
+        text = _encoded.get(key) if event_id is not None else None
+        if text is None:
+            out = {"event": message["event"], "payload": message["payload"]}
+            if visible:
+                out["seq"] = {listener.public_ids[int(d)]: seq[d] for d in visible}
+            text = await self.encode_json(out)
+            if event_id is not None:
+                _encoded[key] = text
+                if len(_encoded) > _ENCODED_KEPT:
+                    _encoded.popitem(last=False)
+        await self.send(text_data=text)
+
+    # -- numbers skipped on the way -------------------------------------------------------------
+    def _heard(self, department_id: int, number: int) -> None:
+        highest = self.highest.get(department_id)
+        if highest is None or number > highest:
+            if highest is not None and number > highest + 1:
+                self._skipped(department_id, range(highest + 1, number))
+            self.highest[department_id] = number
+        else:
+            self.missing[department_id].discard(number)
+
+    def _heard_of(self, department_id: int, number: int) -> None:
+        """The department's counter stood at `number` a recheck ago."""
+        highest = self.highest.get(department_id)
+        if highest is not None and number > highest:
+            self._skipped(department_id, range(highest + 1, number + 1))
+            self.highest[department_id] = number
+
+    def _skipped(self, department_id: int, numbers: range) -> None:
+        self.missing[department_id].update(numbers[-int(settings.EVENT_REPLAY_LENGTH):])
+        if self.filling is None or self.filling.done():
+            self.filling = asyncio.ensure_future(self._fill())
+
+    async def _fill(self) -> None:
+        await asyncio.sleep(GAP_WAIT_SECONDS)
+        refetch = []
+        for department_id in list(self.missing):
+            numbers = self.missing.pop(department_id)
+            if not numbers or self.listener is None or department_id not in self.listener.public_ids:
+                continue
+            try:
+                logged = await sync_to_async(events.replay_between, thread_sensitive=False)(
+                    department_id, min(numbers), max(numbers))
+            except Exception:
+                logger.warning("Could not read the replay log", exc_info=True)
+                logged = None
+            key = str(department_id)
+            found = [m for m in logged or () if m.get("seq", {}).get(key) in numbers]
+            if logged is None or len(found) < len(numbers):
+                refetch.append(self.listener.public_ids[department_id])
+            for message in found:
+                await self.forward(message)
+        if refetch:
+            await self.send_json({"event": "refetch", "payload": {"departments": refetch}})
+        if any(self.missing.values()):  # skipped while this look-up ran
+            self.filling = asyncio.ensure_future(self._fill())
 
     # Channels maps an event of type `message.status` to the method `message_status`: one per
     # type of the catalogue (tests/foundation/test_layers.py checks none is missing).

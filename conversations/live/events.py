@@ -58,9 +58,12 @@ EVENT_TYPES = frozenset({
 
 MANAGERS_GROUP = "managers"
 SEND_TIMEOUT_SECONDS = 5.0
-# After the first event of a burst, wait this long for more: a bulk import publishes hundreds
-# a second, and one look at the listening groups then serves a burst instead of each event.
+# While events keep coming (the last burst went out less than BUSY_SECONDS ago), wait this long
+# after the first of a burst for more: a bulk import publishes hundreds a second, and one look
+# at the listening groups then serves a burst instead of each event. The first event after a
+# quiet spell (an agent's reply, a new email) goes out at once.
 BURST_LINGER_SECONDS = 0.02
+BUSY_SECONDS = 0.2
 QUEUE_LIMIT = 10_000  # past this (Redis down for long), new events are dropped and logged
 
 
@@ -111,10 +114,13 @@ class _Publisher:
 
     async def _drain(self) -> None:
         assert self._wakeup is not None
+        loop, last_burst = asyncio.get_running_loop(), float("-inf")
         while True:
             await self._wakeup.wait()
-            # Wait a moment for more: one look at the listening groups then serves the burst.
-            await asyncio.sleep(BURST_LINGER_SECONDS)
+            if loop.time() - last_burst < BUSY_SECONDS:
+                # Busy: wait a moment for more, so one look at the listening groups serves many.
+                await asyncio.sleep(BURST_LINGER_SECONDS)
+            last_burst = loop.time()
             self._wakeup.clear()
             with self._lock:
                 self._woken = False  # from here on, a new event wakes us again
@@ -177,25 +183,44 @@ class _Publisher:
 
 
 async def _groups_with_members(layer: Any, groups: set[str]) -> set[str] | None:
-    """The groups that have at least one member, in one pipelined round trip per Redis host.
+    """The groups some web process listens to, in one pipelined round trip per Redis host.
 
-    group_send costs two round trips even for a group nobody listens to (most departments'
-    groups while no agent is online, and every group during a bulk import). A stale member
-    only makes us call group_send, which expires it; None means "could not tell: send all".
+    Publishing to a group nobody listens to (most departments' groups while no agent is online,
+    and every group during a bulk import) is a round trip for nothing; so is the check, but one
+    serves a whole burst. A web process subscribes once to each group one of its sockets joined
+    (Redis pub/sub: PUBSUB NUMSUB counts processes). None means "could not tell: send to all".
     """
-    if not hasattr(layer, "_group_key") or not hasattr(layer, "consistent_hash"):
-        return None  # not channels-redis' core layer
-    by_host: dict[int, list[str]] = {}
+    inner = getattr(layer, "_get_layer", None)
+    if inner is None:
+        return None  # not channels-redis' pub/sub layer
+    loop_layer = inner()
+    by_shard: dict[Any, dict[str, str]] = {}
     for group in groups:
-        by_host.setdefault(layer.consistent_hash(group), []).append(group)
+        channel = loop_layer._get_group_channel_name(group)
+        by_shard.setdefault(loop_layer._get_shard(channel), {})[channel] = group
     listening = set()
-    for index, host_groups in by_host.items():
-        async with layer.connection(index).pipeline(transaction=False) as pipe:
-            for group in host_groups:
-                pipe.zcard(layer._group_key(group))
-            counts = await pipe.execute()
-        listening.update(group for group, count in zip(host_groups, counts, strict=True) if count)
+    for shard, names in by_shard.items():
+        shard._ensure_redis()
+        counts = await shard._redis.pubsub_numsub(*names)
+        listening.update(names[_text(channel)] for channel, count in counts if count)
     return listening
+
+
+async def subscribed(layer: Any, groups: Iterable[str], timeout: float = SEND_TIMEOUT_SECONDS) -> None:
+    """Wait until Redis counts a subscriber to each of these groups. A pub/sub SUBSCRIBE is
+    sent, not confirmed: a socket that said "hello" before its groups were live could miss an
+    event numbered before hello's numbers."""
+    wanted, loop = set(groups), asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (listening := await _groups_with_members(layer, wanted)) is not None and not wanted <= listening:
+        if loop.time() > deadline:
+            logger.warning("Redis still counts no subscriber to %s", sorted(wanted - listening))
+            return
+        await asyncio.sleep(0.005)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 _publisher = _Publisher()
@@ -350,3 +375,15 @@ def missed_since(last_seen: dict[int, int]) -> Missed:
             by_id.setdefault(message["id"], message)
     missed.messages = [by_id[key] for key in sorted(by_id)]
     return missed
+
+
+def replay_between(department_id: int, first: int, last: int) -> list[dict[str, Any]] | None:
+    """The department's logged events numbered `first` to `last`, oldest first; None when the
+    log no longer reaches back to `first`."""
+    with get_redis().pipeline(transaction=False) as pipe:
+        pipe.zrange(_log_key(department_id), 0, 0, withscores=True)
+        pipe.zrangebyscore(_log_key(department_id), first, last)
+        oldest, entries = pipe.execute()
+    if not oldest or int(oldest[0][1]) > first:
+        return None
+    return [json.loads(entry) for entry in entries]

@@ -1,6 +1,6 @@
 """Browser tests: Debian's chromium driven by Playwright against one live server for the session.
 
-One daphne process and one Celery worker serve every test (they share the test database,
+One web server process and one Celery worker serve every test (they share the test database,
 Redis and one media folder); one browser runs for the session and each test opens its own
 contexts. Playwright never downloads a browser: it drives /usr/bin/chromium (CHROMIUM to change).
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.servers.asgi import free_port, wait_for
+from tests.servers.asgi import free_port, wait_for, web_command
 from tests.servers.processes import stop_process_group
 from tests.servers.smtp import SMTPTestServer
 from tests.servers.worker import ROOT, WorkerProcess, worker_environment
@@ -35,7 +35,7 @@ class LiveConsole:
     url: str
     port: int
     smtp: SMTPTestServer
-    daphne_log: Path
+    web_log: Path
     worker: WorkerProcess
 
 
@@ -54,17 +54,16 @@ def media_root(browser_media, settings):
 @pytest.fixture(scope="session")
 def live_console(django_db_setup, django_db_blocker, tmp_path_factory, browser_media, dovecot,
                  smtp_certificates) -> Iterator[LiveConsole]:
-    """daphne (HTTP and the console socket) and a Celery worker, for the whole session."""
+    """The web server (HTTP and the console socket) and a Celery worker, for the whole session."""
     logs = tmp_path_factory.mktemp("live-console")
     smtp = SMTPTestServer(certificates=smtp_certificates).start()
     with django_db_blocker.unblock():
         env = worker_environment(MEDIA_ROOT=str(browser_media), MAIL_CA_FILE=str(dovecot.ca_file))
     port = free_port()
-    daphne_log = logs / "daphne.log"
-    with daphne_log.open("wb") as log:
-        daphne = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    web_log = logs / "web.log"
+    with web_log.open("wb") as log:
+        web = subprocess.Popen(
+            web_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     worker = WorkerProcess(
         name="browser", log_path=logs / "celery.log",
         args=[sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel=INFO", "--concurrency=2",
@@ -74,10 +73,10 @@ def live_console(django_db_setup, django_db_blocker, tmp_path_factory, browser_m
     try:
         wait_for(f"http://127.0.0.1:{port}/healthz", timeout=60)
         worker.start(wait=60)
-        yield LiveConsole(f"http://127.0.0.1:{port}", port, smtp, daphne_log, worker)
+        yield LiveConsole(f"http://127.0.0.1:{port}", port, smtp, web_log, worker)
     finally:
         worker.stop()
-        stop_process_group(daphne)
+        stop_process_group(web)
         smtp.stop()
 
 

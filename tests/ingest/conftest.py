@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
+import queue
+import threading
 from pathlib import Path
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels_redis.core import RedisChannelLayer
+from channels_redis.pubsub import RedisPubSubChannelLayer
 
-from conversations.live.events import department_group, flush
+from conversations.live.events import department_group, flush, subscribed
 from tests import factories
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -46,45 +46,57 @@ def compose(
 
 
 class AgentEvents:
-    """What an agent of one department hears on the real channel layer.
+    """What an agent of one department hears on the real channel layer (Redis pub/sub).
 
-    Receiving never gives up half-way (a cancelled channels_redis receive can swallow the next
-    message), so "nothing was sent" is shown with a marker: send one, then the marker must be
-    the next thing heard.
+    Like a web process, it listens all along: a loop on a thread of its own holds the layer's
+    subscription and puts each message it hears on a queue. "Nothing was sent" is shown with a
+    marker: send one, then the marker must be the next thing heard.
     """
 
     MARK = "test.mark"
 
     def __init__(self, group: str, config: dict) -> None:
         self.group = group
-        self.channel = f"test-agent-{uuid.uuid4().hex}"
-        self.config = config
+        self.layer = RedisPubSubChannelLayer(**config)
+        self.heard: queue.Queue[dict] = queue.Queue()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="agent-events", daemon=True)
+        self.thread.start()
 
-    async def _with_layer(self, action):
-        # A layer per call: each async_to_sync runs its own event loop, and a layer's receive
-        # buffers belong to the loop that first used them.
-        layer = RedisChannelLayer(**self.config)
-        try:
-            return await action(layer)
-        finally:
-            await layer.close_pools()
+    def _run(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(10)
+
+    async def _listen(self) -> None:
+        while True:
+            self.heard.put(await self.layer.receive(self.channel))
 
     def join(self) -> None:
-        async_to_sync(self._with_layer)(lambda layer: layer.group_add(self.group, self.channel))
+        async def start() -> None:
+            self.channel = await self.layer.new_channel()
+            await self.layer.group_add(self.group, self.channel)
+            await subscribed(self.layer, [self.group])
+            self.listening = asyncio.ensure_future(self._listen())
+
+        self._run(start())
 
     def leave(self) -> None:
-        async_to_sync(self._with_layer)(lambda layer: layer.group_discard(self.group, self.channel))
+        async def stop() -> None:
+            self.listening.cancel()
+            await asyncio.gather(self.listening, return_exceptions=True)
+            await self.layer.group_discard(self.group, self.channel)
+            await self.layer.flush()
+
+        self._run(stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
 
     def mark(self) -> None:
         flush()  # everything the code under test published goes out before the marker
-        message = {"type": self.MARK, "payload": {}}
-        async_to_sync(self._with_layer)(lambda layer: layer.group_send(self.group, message))
+        self._run(self.layer.group_send(self.group, {"type": self.MARK, "payload": {}}))
 
     def receive(self, count: int) -> list[tuple[str, dict]]:
-        async def take(layer: RedisChannelLayer) -> list[dict]:
-            return [await asyncio.wait_for(layer.receive(self.channel), timeout=10) for _ in range(count)]
-
-        return [(event["type"], event["payload"]) for event in async_to_sync(self._with_layer)(take)]
+        taken = [self.heard.get(timeout=10) for _ in range(count)]
+        return [(event["type"], event["payload"]) for event in taken]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from django.test import Client
 from conversations.live import events
 from tests.servers.asgi import AsgiServer, WebSocketClosed
 
-# Well past channels-redis' 5 s blocking pop and daphne's 20 s ping: an agent reading a thread.
+# Well past the 20 s websocket ping and redis-py's old 5 s socket timeout: an agent reading a thread.
 IDLE_SECONDS = 30
 
 

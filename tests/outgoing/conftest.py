@@ -8,12 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 
 from conversations.live.events import department_group
 from conversations.models import Direction
 from tests import factories
+from tests.actions.conftest import EventTap
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
@@ -54,26 +53,17 @@ def customer_thread():
 
 
 class EventEar:
-    """Listens on a department's group, as an agent's socket would."""
+    """Listens on a department's group, as an agent's socket would (the actions tests' tap)."""
 
     def __init__(self, department_id: int) -> None:
-        self.layer = get_channel_layer()
-        self.channel = async_to_sync(self.layer.new_channel)()
-        async_to_sync(self.layer.group_add)(department_group(department_id), self.channel)
+        self.tap = EventTap(department_group(department_id))
 
     def receive_all(self, timeout: float = 1.0) -> list[dict]:
-        import asyncio
-
-        async def drain() -> list[dict]:
-            events = []
-            while True:
-                try:
-                    events.append(await asyncio.wait_for(self.layer.receive(self.channel), timeout))
-                except TimeoutError:
-                    return events
-        return async_to_sync(drain)()
+        return [{"type": kind, "payload": payload} for kind, payload in self.tap.take(timeout)]
 
 
 @pytest.fixture
 def event_ear(people):
-    return EventEar(people.department_a.pk)
+    ear = EventEar(people.department_a.pk)
+    yield ear
+    ear.tap.close()

@@ -26,7 +26,7 @@ def inbox(db):
 
 
 # ---------------------------------------------------------------------------
-# One real ASGI server (daphne, the Procfile's web process) and one Celery worker per module
+# One real ASGI server (the Procfile's web process) and one Celery worker per module
 # ---------------------------------------------------------------------------
 import os  # noqa: E402
 import subprocess  # noqa: E402
@@ -38,7 +38,7 @@ from django.conf import settings as django_settings  # noqa: E402
 from django.test import Client  # noqa: E402
 
 from tests.actions.conftest import tap  # noqa: E402, F401  (the event tap: a real channel in real groups)
-from tests.servers.asgi import AsgiServer, free_port, wait_for  # noqa: E402
+from tests.servers.asgi import AsgiServer, free_port, wait_for, web_command  # noqa: E402
 from tests.servers.processes import stop_process_group  # noqa: E402
 from tests.servers.worker import ROOT, WorkerProcess, worker_environment  # noqa: E402
 
@@ -48,19 +48,18 @@ LIVE_SETTINGS = {"PRESENCE_GRACE_SECONDS": "3", "PRESENCE_SOCKET_TTL_SECONDS": "
                  "EVENT_REPLAY_LENGTH": "50"}
 
 
-def start_daphne(log_path: Path) -> AsgiServer:
+def start_web(log_path: Path) -> AsgiServer:
     port = free_port()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-            cwd=ROOT, env=worker_environment(**LIVE_SETTINGS), stdout=log, stderr=subprocess.STDOUT,
+            web_command(port), cwd=ROOT, env=worker_environment(**LIVE_SETTINGS), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
     server = AsgiServer(port, log_path, process)
     wait_for(f"http://127.0.0.1:{port}/healthz", timeout=60)
     return server
 
 
-def stop_daphne(server: AsgiServer, *, kill: bool = False) -> None:
+def stop_web(server: AsgiServer, *, kill: bool = False) -> None:
     for client in server.sockets:
         client.close()
     stop_process_group(server.process, kill=kill)
@@ -68,11 +67,11 @@ def stop_daphne(server: AsgiServer, *, kill: bool = False) -> None:
 
 @pytest.fixture(scope="module")
 def live_server_process(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[AsgiServer]:
-    """daphne for the whole module: the rows each test commits reach it through the shared database."""
+    """The web server for the whole module: the rows each test commits reach it through the shared database."""
     with django_db_blocker.unblock():
-        server = start_daphne(tmp_path_factory.mktemp("daphne") / "daphne.log")
+        server = start_web(tmp_path_factory.mktemp("web") / "web.log")
     yield server
-    stop_daphne(server)
+    stop_web(server)
 
 
 @pytest.fixture

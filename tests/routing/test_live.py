@@ -1,4 +1,4 @@
-"""Live routing end to end: a real daphne holds the agents' sockets, a real Celery worker polls
+"""Live routing end to end: a real web server (uvicorn) holds the agents' sockets, a real Celery worker polls
 the real Dovecot, ingests and routes, and events cross the real Redis channel layer between
 them. The settings both processes share (grace, socket TTL, recheck, replay length) are short:
 tests/routing/conftest.py's LIVE_SETTINGS."""
@@ -15,6 +15,7 @@ import pytest
 from django.contrib.sessions.models import Session
 
 from agents.models import Agent, Presence
+from config.redis import get_redis
 from conversations import actions
 from conversations.live import events
 from conversations.models import Conversation
@@ -30,8 +31,8 @@ from tests.routing.conftest import (
     receive_until,
     send_json,
     session_cookie,
-    start_daphne,
-    stop_daphne,
+    start_web,
+    stop_web,
     waiting_conversation,
 )
 from tests.servers.asgi import WebSocketClosed
@@ -217,6 +218,67 @@ def test_a_client_that_reconnects_gets_exactly_what_it_missed_in_order_or_refetc
     assert about(after, conversation) == [], "a partial replay was sent before the refetch"
 
 
+def lost_on_the_way(conversation, subject: str) -> int:
+    """An event numbered and logged whose push never reached the web process (as while its
+    pub/sub connection reconnects); returns its number."""
+    message = {"type": events.CONVERSATION_UPDATED, "event": events.CONVERSATION_UPDATED,
+               "payload": {"conversation": str(conversation.public_id), "subject": subject},
+               "departments": [conversation.inbox.department_id], "agents": []}
+    events.sequence([message])
+    return message["seq"][str(conversation.inbox.department_id)]
+
+
+def test_a_socket_catches_up_on_events_it_never_heard_from_the_replay_log(web):
+    support = factories.DepartmentFactory(name="Support", routing_strategy=RoutingStrategy.MANUAL)
+    alice = online_agent(support, "alice", presence=Presence.OFFLINE)
+    conversation = factories.ConversationFactory(inbox__department=support, subject="Start")
+    key = str(support.public_id)
+    socket = connect(web, alice)
+    receive_all(socket, 1.0)  # her own arrival online
+
+    # A push lost in the middle: the next event shows the skipped number.
+    lost = lost_on_the_way(conversation, "Lost in the middle")
+    actions.set_subject(conversation, "After it", by=None)
+    heard = about(receive_all(socket, 3.0), conversation)
+    assert sorted((m["seq"][key], m["payload"]["subject"]) for m in heard) == [
+        (lost, "Lost in the middle"), (lost + 1, "After it")]
+
+    # The last push lost: nothing comes after it, and the rechecks notice the counter moved.
+    lost = lost_on_the_way(conversation, "Lost at the end")
+    heard = about(receive_until(socket, lambda m: m["payload"].get("subject") == "Lost at the end", timeout=10),
+                  conversation)
+    assert [(m["seq"][key], m["payload"]["subject"]) for m in heard] == [(lost, "Lost at the end")]
+
+    # A number the log never held (Redis failed between counting and logging): refetch.
+    get_redis().incrby(f"switchboard:events:seq:{support.pk}", 1)
+    actions.set_subject(conversation, "After the hole", by=None)
+    heard = receive_until(socket, lambda m: m["event"] == "refetch", timeout=10)
+    assert heard[-1]["payload"] == {"departments": [key]}
+    assert [m["payload"]["subject"] for m in about(heard, conversation)] == ["After the hole"]
+    assert about(receive_all(socket, 1.5), conversation) == [], "an event was sent twice"
+
+
+def test_events_published_while_the_web_process_reconnects_to_redis_still_arrive_once(web):
+    support = factories.DepartmentFactory(name="Support", routing_strategy=RoutingStrategy.MANUAL)
+    alice = online_agent(support, "alice", presence=Presence.OFFLINE)
+    conversation = factories.ConversationFactory(inbox__department=support, subject="Start")
+    socket = connect(web, alice)
+    receive_all(socket, 1.0)
+
+    killed = get_redis().client_kill_filter(_type="pubsub")  # every subscriber's connection, the web server's too
+    assert killed >= 1
+    for number in range(5):
+        actions.set_subject(conversation, f"Meanwhile {number}", by=None)
+    events.flush()
+    heard = about(receive_until(socket, lambda m: m["payload"].get("subject") == "Meanwhile 4", timeout=10),
+                  conversation)
+    heard += about(receive_all(socket, 3.0), conversation)
+    assert sorted(m["payload"]["subject"] for m in heard) == [f"Meanwhile {n}" for n in range(5)]
+
+    actions.set_subject(conversation, "Back to normal", by=None)  # and the live stream goes on
+    assert about(receive_until(socket, lambda m: m["payload"].get("subject") == "Back to normal"), conversation)
+
+
 def test_a_page_reload_keeps_the_agents_presence_and_conversations(web, routing_worker):
     support = factories.DepartmentFactory(name="Support", routing_strategy=RoutingStrategy.ROUND_ROBIN,
                                           return_on_offline=True, offline_grace_seconds=0)
@@ -248,7 +310,7 @@ def test_a_killed_web_process_agents_go_offline_after_the_grace_and_their_work_i
                                           return_on_offline=True, offline_grace_seconds=0)
     alice = online_agent(support, "alice", presence=Presence.OFFLINE)
     bob = online_agent(support, "bob", presence=Presence.OFFLINE)
-    doomed = start_daphne(tmp_path / "doomed.log")
+    doomed = start_web(tmp_path / "doomed.log")
     try:
         connect(web, alice)
         connect(doomed, bob)
@@ -268,7 +330,7 @@ def test_a_killed_web_process_agents_go_offline_after_the_grace_and_their_work_i
                 break
             time.sleep(0.5)
     finally:
-        stop_daphne(doomed, kill=True)
+        stop_web(doomed, kill=True)
 
     assert offline_after is not None, "bob stayed online after his web process died"
     assert offline_after >= GRACE, f"offline {offline_after:.1f}s after the kill: no grace was given"

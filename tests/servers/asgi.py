@@ -1,8 +1,9 @@
-"""The real ASGI server (daphne) as a separate process for tests, and a small websocket client.
+"""The real ASGI server (uvicorn, the Procfile's web process) as a separate process for tests,
+and a small websocket client.
 
 The server shares the test database and the test Redis (`worker_environment`), so rows a test
 commits and events a test publishes reach it as they would reach production. The client speaks
-just enough RFC 6455 to be a patient browser tab: it answers daphne's pings and reports a close.
+just enough RFC 6455 to be a patient browser tab: it answers the server's pings and reports a close.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import contextlib
 import json
 import os
+import shlex
 import socket
 import struct
 import subprocess
@@ -154,15 +156,23 @@ class AsgiServer:
         return client
 
 
+def web_command(port: int) -> list[str]:
+    """The Procfile's web process, as `make run` starts it, on 127.0.0.1:`port`."""
+    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    words = shlex.split(line.removeprefix("web:"))
+    values = {"$PYTHON": sys.executable, "$HOST": "127.0.0.1", "$PORT": str(port)}
+    return [values.get(word, word) for word in words]
+
+
 @pytest.fixture
 def asgi_server(tmp_path, transactional_db) -> Iterator[AsgiServer]:
-    """daphne serving config.asgi as `make run` does, against this test's database and Redis."""
+    """The web server serving config.asgi as `make run` does, against this test's database and Redis."""
     port = free_port()
-    log_path = tmp_path / "daphne.log"
+    log_path = tmp_path / "web.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
-            cwd=ROOT, env=worker_environment(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            web_command(port), cwd=ROOT, env=worker_environment(), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     server = AsgiServer(port, log_path, process)
     try:
